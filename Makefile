@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine with only python3:
+#   make test   -- create .venv, install graft with its test extras, ruff, mypy --strict, pytest
+#   make demo   -- run the main demonstration
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo bench lint typecheck clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check graft_core graft_trio graft_sim tests benchmarks examples
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict graft_core graft_trio graft_sim tests examples benchmarks
+
+test: lint typecheck
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(BIN)/python examples/core_demo.py
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_core.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

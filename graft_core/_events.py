@@ -1,0 +1,99 @@
+"""Events: everything that happens *to* a node enters ``step()`` as one of these.
+
+Events say what happened. Public constructors validate what the caller can get
+wrong (a proposal that is not bytes); messages from peers are validated later,
+inside ``step()``, because their content is the peer's responsibility.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from graft_core._errors import EventError, ProposalError
+from graft_core._messages import Message
+from graft_core._types import DurableState
+
+
+@attrs.frozen(slots=True)
+class Tick:
+    """Logical time is now ``now`` (never less than the node's previous ``now``).
+
+    The shell sends one whenever the node's :func:`~graft_core.next_deadline`
+    has passed (or more often; extra ticks are harmless). Idle time is free:
+    nothing happens between deadlines, so a simulator may jump straight to one.
+    """
+
+    now: int
+
+    def __attrs_post_init__(self) -> None:
+        if type(self.now) is not int or self.now < 0:
+            raise EventError(f"Tick.now must be a non-negative int, got {self.now!r}")
+
+
+@attrs.frozen(slots=True)
+class MessageReceived:
+    """A message from a peer arrived. Its content is untrusted."""
+
+    message: Message
+
+
+@attrs.frozen(slots=True)
+class Propose:
+    """A client asks to append ``data`` to the replicated log.
+
+    ``request_id`` is the shell's own handle: the answer
+    (:class:`~graft_core.ProposalAccepted` or
+    :class:`~graft_core.ProposalRejected`) carries it back.
+
+    Raises:
+        ProposalError: if ``data`` is not ``bytes``.
+    """
+
+    request_id: int
+    data: bytes
+
+    def __attrs_post_init__(self) -> None:
+        if type(self.data) is not bytes:
+            raise ProposalError(f"a proposal must be bytes, got {type(self.data).__name__}")
+        if type(self.request_id) is not int:
+            raise ProposalError(f"request_id must be an int, got {self.request_id!r}")
+
+
+@attrs.frozen(slots=True)
+class PersistCompleted:
+    """Every :class:`~graft_core.Persist` with ``seq`` up to this one is durable.
+
+    Persist actions must be carried out in ``seq`` order; acknowledging ``seq``
+    acknowledges all earlier ones too.
+    """
+
+    seq: int
+
+    def __attrs_post_init__(self) -> None:
+        if type(self.seq) is not int or self.seq < 1:
+            raise EventError(f"PersistCompleted.seq must be a positive int, got {self.seq!r}")
+
+
+@attrs.frozen(slots=True)
+class Restart:
+    """The node crashed and came back with only its durable state.
+
+    All volatile state (role, leader, commit index, progress, unacknowledged
+    writes) is forgotten. Writes that were requested but not acknowledged may or
+    may not be in ``durable``; either is fine. Acknowledgements of writes issued
+    before the restart must not be delivered after it.
+
+    Args:
+        now: the logical time at restart.
+        durable: what storage holds.
+        applied_index: how far the application had applied before the crash
+            (entries up to it are not applied again); at most the last index of
+            ``durable.entries``.
+    """
+
+    now: int
+    durable: DurableState
+    applied_index: int = 0
+
+
+Event = Tick | MessageReceived | Propose | PersistCompleted | Restart

@@ -1,0 +1,249 @@
+"""Messages exchanged between nodes, and their validation as untrusted input.
+
+Every message names its ``term`` (Raft §5.1), its sender ``src`` and its
+recipient ``dst``. The shell's wire decoder builds these classes from bytes it
+read off the network; the core re-checks every field in
+:func:`malformed_reason` before acting on it, because a peer's bytes are
+untrusted (the shell may be buggy, the peer may be hostile).
+
+Heartbeats are separate from AppendEntries, as in etcd-io/raft: a heartbeat
+carries ``leader_commit = min(follower's match_index, commit_index)`` so a
+follower may advance its commit index without a consistency check, and its
+response tells the leader the follower is alive (check-quorum, thesis §6.2).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from graft_core._types import Entry, EntryKind
+
+
+class RejectReason(enum.Enum):
+    """Why a proposal was not accepted into a leader's log."""
+
+    #: The node asked is not the leader; ``leader_hint`` names the leader if known.
+    NOT_LEADER = "not leader"
+    #: No leader is known (an election is under way, or forwarding is off).
+    NO_LEADER = "no leader"
+    #: The leader refused it for flow control (too many uncommitted entries).
+    DROPPED = "dropped"
+    #: A forwarded payload exceeded the leader's ``max_proposal_bytes``.
+    TOO_LARGE = "too large"
+
+
+@attrs.frozen(slots=True)
+class VoteRequest:
+    """RequestVote RPC (Raft §5.2); ``pre_vote`` marks thesis §9.6's pre-vote.
+
+    A pre-vote carries the term the candidate *would* use (its term + 1) and
+    changes no state on the receiver.
+    """
+
+    term: int
+    src: str
+    dst: str
+    last_log_index: int
+    last_log_term: int
+    pre_vote: bool = False
+
+
+@attrs.frozen(slots=True)
+class VoteResponse:
+    """Reply to :class:`VoteRequest`."""
+
+    term: int
+    src: str
+    dst: str
+    granted: bool
+    pre_vote: bool = False
+
+
+@attrs.frozen(slots=True)
+class AppendRequest:
+    """AppendEntries RPC (Raft §5.3): entries after ``prev_log_index``."""
+
+    term: int
+    src: str
+    dst: str
+    prev_log_index: int
+    prev_log_term: int
+    entries: tuple[Entry, ...]
+    leader_commit: int
+
+
+@attrs.frozen(slots=True)
+class AppendResponse:
+    """Reply to :class:`AppendRequest`.
+
+    On success ``index`` is the last index the follower now holds in agreement
+    with the leader. On rejection ``index`` is the rejected ``prev_log_index``
+    and ``(hint_index, hint_term)`` is the follower's best guess at where the
+    logs agree: the last index ``<= min(prev_log_index, last index)`` whose term
+    is ``<= prev_log_term`` (the fast backtracking of Raft §5.3's closing note,
+    as etcd-io/raft implements it).
+    """
+
+    term: int
+    src: str
+    dst: str
+    success: bool
+    index: int
+    hint_index: int = 0
+    hint_term: int = 0
+
+
+@attrs.frozen(slots=True)
+class Heartbeat:
+    """Leader liveness message (Raft §5.2); see the module docstring."""
+
+    term: int
+    src: str
+    dst: str
+    leader_commit: int
+
+
+@attrs.frozen(slots=True)
+class HeartbeatResponse:
+    """Reply to :class:`Heartbeat`."""
+
+    term: int
+    src: str
+    dst: str
+
+
+@attrs.frozen(slots=True)
+class ForwardProposal:
+    """A proposal a follower forwards to the leader it knows.
+
+    Forwarding is outside Raft's safety argument, so these messages do not
+    follow the term rules: a stale or future term never changes anyone's state.
+    """
+
+    term: int
+    src: str
+    dst: str
+    request_id: int
+    data: bytes
+
+
+@attrs.frozen(slots=True)
+class ForwardResponse:
+    """The leader's answer to a :class:`ForwardProposal`.
+
+    Either ``rejection`` is ``None`` and the entry was appended at
+    ``(index, entry_term)``, or ``rejection`` says why not.
+    """
+
+    term: int
+    src: str
+    dst: str
+    request_id: int
+    index: int = 0
+    entry_term: int = 0
+    rejection: RejectReason | None = None
+    leader_hint: str | None = None
+
+
+Message = (
+    VoteRequest
+    | VoteResponse
+    | AppendRequest
+    | AppendResponse
+    | Heartbeat
+    | HeartbeatResponse
+    | ForwardProposal
+    | ForwardResponse
+)
+
+MESSAGE_TYPES: tuple[type, ...] = (
+    VoteRequest,
+    VoteResponse,
+    AppendRequest,
+    AppendResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    ForwardProposal,
+    ForwardResponse,
+)
+
+
+def _is_index(x: object) -> bool:
+    # bool is an int subclass; a wire decoder handing us True is a bug.
+    return type(x) is int and x >= 0
+
+
+def malformed_reason(msg: object) -> str | None:
+    """Check the shape of an untrusted message; ``None`` when it is well formed.
+
+    This checks only what can be checked without the node's state (types,
+    ranges, internal consistency); the node checks membership and terms.
+    """
+    if type(msg) not in MESSAGE_TYPES:
+        return f"not a graft message: {type(msg).__name__}"
+    m: Message = msg  # type: ignore[assignment]
+    if not _is_index(m.term):
+        return "term is not a non-negative int"
+    if type(m.src) is not str or type(m.dst) is not str:
+        return "src/dst are not str"
+    if isinstance(m, AppendRequest):
+        if not (_is_index(m.prev_log_index) and _is_index(m.prev_log_term)):
+            return "prev_log_index/prev_log_term are not non-negative ints"
+        if not _is_index(m.leader_commit):
+            return "leader_commit is not a non-negative int"
+        if type(m.entries) is not tuple:
+            return "entries is not a tuple"
+        if m.prev_log_term > m.term:
+            return "prev_log_term is newer than the message term"
+        if (m.prev_log_index == 0) != (m.prev_log_term == 0):
+            return "prev_log_index and prev_log_term disagree about the empty log"
+        previous = m.prev_log_term
+        for e in m.entries:
+            if type(e) is not Entry or type(e.data) is not bytes or type(e.kind) is not EntryKind:
+                return "an entry is not a well-formed Entry"
+            if not _is_index(e.term) or e.term < previous or e.term > m.term:
+                # Terms in a log never decrease (leaders only append, §5.3) and
+                # no leader sends entries from a term after its own.
+                return "entry terms are out of order or newer than the message term"
+            previous = e.term
+        return None
+    if isinstance(m, AppendResponse):
+        if type(m.success) is not bool:
+            return "success is not a bool"
+        if not (_is_index(m.index) and _is_index(m.hint_index) and _is_index(m.hint_term)):
+            return "index/hint fields are not non-negative ints"
+        if m.hint_term > m.term:
+            return "hint_term is newer than the message term"
+        return None
+    if isinstance(m, VoteRequest):
+        if not (_is_index(m.last_log_index) and _is_index(m.last_log_term)):
+            return "last_log_index/last_log_term are not non-negative ints"
+        if type(m.pre_vote) is not bool:
+            return "pre_vote is not a bool"
+        if (m.last_log_index == 0) != (m.last_log_term == 0) or m.last_log_term > m.term:
+            return "last_log_index/last_log_term are inconsistent"
+        return None
+    if isinstance(m, VoteResponse):
+        if type(m.granted) is not bool or type(m.pre_vote) is not bool:
+            return "granted/pre_vote are not bools"
+        return None
+    if isinstance(m, Heartbeat):
+        return None if _is_index(m.leader_commit) else "leader_commit is not a non-negative int"
+    if isinstance(m, HeartbeatResponse):
+        return None
+    if isinstance(m, ForwardProposal):
+        if type(m.request_id) is not int:
+            return "request_id is not an int"
+        return None if type(m.data) is bytes else "data is not bytes"
+    assert isinstance(m, ForwardResponse)
+    if type(m.request_id) is not int or not _is_index(m.index) or not _is_index(m.entry_term):
+        return "request_id/index/entry_term are not ints"
+    if m.rejection is not None and type(m.rejection) is not RejectReason:
+        return "rejection is not a RejectReason"
+    if m.leader_hint is not None and type(m.leader_hint) is not str:
+        return "leader_hint is not a str"
+    if m.rejection is None and m.index == 0:
+        return "an accepted forward must name its index"
+    return None

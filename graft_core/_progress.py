@@ -1,0 +1,128 @@
+"""A leader's view of one follower: the small state machine of etcd-io/raft's Progress.
+
+Two states:
+
+* ``PROBE``: the leader does not know where the follower's log agrees with its
+  own. It sends one AppendEntries at a time (``probe_sent`` pauses it until a
+  reply or heartbeat response arrives) and backs ``next_index`` off on each
+  rejection, using the follower's hint (Raft §5.3, fast backtracking).
+* ``REPLICATE``: the last AppendEntries succeeded, so the leader streams
+  entries optimistically: ``next_index`` advances as it sends, and up to
+  ``max_inflight`` messages may be unacknowledged (pipelining). A rejection
+  sends the follower back to ``PROBE`` from ``match_index + 1``.
+
+Invariant: ``match_index < next_index``; in REPLICATE, ``inflight`` holds the
+last index of each unacknowledged AppendEntries, ascending, each one
+``> match_index`` and ``< next_index``; in PROBE it is empty.
+
+Every function here is pure and returns a new ``Progress``; the whole state
+machine lives in this file.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+class ProgressState(enum.Enum):
+    PROBE = "probe"
+    REPLICATE = "replicate"
+
+
+PROBE = ProgressState.PROBE
+REPLICATE = ProgressState.REPLICATE
+
+
+@attrs.frozen(slots=True)
+class Progress:
+    """Replication progress of one follower, as the leader sees it."""
+
+    match_index: int
+    next_index: int
+    state: ProgressState = PROBE
+    probe_sent: bool = False
+    inflight: tuple[int, ...] = ()
+    #: Heard from since the last check-quorum round (thesis §6.2).
+    recent_active: bool = False
+
+
+def initial(last_index: int) -> Progress:
+    """A new leader knows nothing: probe from just after its last entry (Raft §5.3)."""
+    return Progress(0, last_index + 1)
+
+
+def is_paused(pr: Progress, max_inflight: int) -> bool:
+    if pr.state is PROBE:
+        return pr.probe_sent
+    return len(pr.inflight) >= max_inflight
+
+
+def sent(pr: Progress, last_sent: int, n_entries: int) -> Progress:
+    """Record an AppendEntries whose last entry is ``last_sent``."""
+    if pr.state is PROBE:
+        return Progress(pr.match_index, pr.next_index, PROBE, True, (), pr.recent_active)
+    if n_entries == 0:
+        return pr
+    return Progress(
+        pr.match_index, last_sent + 1, REPLICATE, False, (*pr.inflight, last_sent),
+        pr.recent_active,
+    )
+
+
+def acked(pr: Progress, index: int) -> Progress | None:
+    """A success reply covering up to ``index``; ``None`` if it taught us nothing."""
+    if index <= pr.match_index:
+        if pr.state is PROBE and pr.probe_sent:
+            # A stale success still proves the follower is responsive.
+            return Progress(pr.match_index, pr.next_index, PROBE, False, (), True)
+        return None
+    if pr.state is PROBE:
+        # Found the point of agreement: start streaming (etcd's BecomeReplicate).
+        return Progress(index, index + 1, REPLICATE, False, (), True)
+    inflight = pr.inflight
+    k = 0
+    while k < len(inflight) and inflight[k] <= index:
+        k += 1
+    return Progress(
+        index, max(pr.next_index, index + 1), REPLICATE, False, inflight[k:], True
+    )
+
+
+def rejected(pr: Progress, rejected_index: int, match_hint: int) -> Progress | None:
+    """A rejection of the AppendEntries whose ``prev_log_index`` was ``rejected_index``.
+
+    ``match_hint`` is the leader's best guess of the last agreeing index (from the
+    follower's hint). Returns ``None`` for a stale rejection (an old message
+    overtaken by events), which must be ignored.
+    """
+    if pr.state is REPLICATE:
+        if rejected_index <= pr.match_index:
+            return None
+        # Something was lost or reordered: fall back to probing (etcd BecomeProbe).
+        return Progress(pr.match_index, pr.match_index + 1, PROBE, False, (), True)
+    if pr.next_index - 1 != rejected_index:
+        return None
+    nxt = max(min(rejected_index, match_hint + 1), pr.match_index + 1)
+    return Progress(pr.match_index, nxt, PROBE, False, (), True)
+
+
+def heard_from(pr: Progress, max_inflight: int) -> Progress:
+    """A heartbeat reply: the follower is alive; unpause a probe, free a stuck slot.
+
+    Freeing the oldest in-flight slot when the window is full lets a leader whose
+    AppendEntries were all lost make progress again (etcd does the same).
+    """
+    inflight = pr.inflight
+    if pr.state is REPLICATE and len(inflight) >= max_inflight:
+        inflight = inflight[1:]
+    if pr.recent_active and not pr.probe_sent and inflight is pr.inflight:
+        return pr
+    return Progress(pr.match_index, pr.next_index, pr.state, False, inflight, True)
+
+
+def mark_inactive(pr: Progress) -> Progress:
+    if not pr.recent_active:
+        return pr
+    return Progress(pr.match_index, pr.next_index, pr.state, pr.probe_sent, pr.inflight, False)
