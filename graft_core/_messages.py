@@ -203,9 +203,10 @@ def malformed_reason(msg: object) -> str | None:
         for e in m.entries:
             if type(e) is not Entry or type(e.data) is not bytes or type(e.kind) is not EntryKind:
                 return "an entry is not a well-formed Entry"
-            if not _is_index(e.term) or e.term < previous or e.term > m.term:
-                # Terms in a log never decrease (leaders only append, §5.3) and
-                # no leader sends entries from a term after its own.
+            if type(e.term) is not int or e.term < max(previous, 1) or e.term > m.term:
+                # Terms in a log never decrease (leaders only append, §5.3), no
+                # leader sends entries from a term after its own, and term 0
+                # has no leader, so no entry.
                 return "entry terms are out of order or newer than the message term"
             previous = e.term
         return None

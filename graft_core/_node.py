@@ -723,14 +723,14 @@ class _Step:
     # ------------------------------------------------------------------ follower
 
     def follower_on_heartbeat(self, m: Heartbeat) -> None:
+        if m.leader_commit > self.log.last_index:
+            # The leader only sends min(match, commit), which we hold; anything
+            # more is a confused or hostile leader: ignore the whole message.
+            self.drop(m, DropReason.OUT_OF_RANGE, "leader_commit beyond our log")
+            return
         self.leader_id = m.src
         self.leader_contact = self.now
         self.reset_election_timer(False)
-        if m.leader_commit > self.log.last_index:
-            # The leader only sends min(match, commit), which we hold; anything
-            # more is a confused or hostile leader.
-            self.drop(m, DropReason.OUT_OF_RANGE, "leader_commit beyond our log")
-            return
         if m.leader_commit > self.commit_index:
             self.commit_index = m.leader_commit
         self.send(HeartbeatResponse(self.hard.term, self.config.node_id, m.src))
@@ -900,6 +900,12 @@ class _Step:
             self.leader_propose(m.request_id, m.data, m.src)
 
     def on_forward_response(self, m: ForwardResponse) -> None:
+        if m.src != self.leader_id:
+            # Only the leader we forward to may answer. An answer that arrives
+            # after the leader changed is dropped too: the shell then reports
+            # the outcome as unknown, which it is.
+            self.drop(m, DropReason.UNEXPECTED, f"forward answer from non-leader {m.src!r}")
+            return
         if m.rejection is None:
             self.actions.append(ProposalAccepted(m.request_id, m.index, m.entry_term))
         else:
