@@ -1,12 +1,13 @@
 # Two commands do everything on a fresh machine with only python3:
 #   make test   -- create .venv, install graft with its test extras, ruff, mypy --strict, pytest
 #   make demo   -- run the main demonstration
+# Also: make bench (core step benchmark), make fuzz SEEDS=N (long simulator sweep).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint typecheck clean
+.PHONY: test demo bench fuzz lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,14 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
+
+# A long simulator sweep: make fuzz SEEDS=10000 [PROCESSES=2] [FIRST=0]
+SEEDS ?= 2000
+FIRST ?= 0
+PROCESSES ?= 2
+fuzz: $(STAMP)
+	$(BIN)/python -m graft_sim --seeds $(FIRST):$$(($(FIRST) + $(SEEDS))) \
+		--processes $(PROCESSES) --duration 20000 --fail-file fuzz-failures.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -9,7 +9,8 @@ The contract
   global randomness, starts no threads and keeps no global mutable state. The
   same ``(state, event)`` always gives an equal result, and the ``state``
   passed in is never modified (it is a frozen value).
-* **Time is logical.** Time enters only through :class:`Tick` events.
+* **Time is logical.** Time enters only through events (:class:`Tick`, or
+  the optional ``now`` of :class:`MessageReceived`).
   ``state.next_deadline()`` says when the node next needs one; nothing happens
   in between, so a simulator jumps over idle time. Election timeouts are drawn
   from a counter-based PRNG seeded by ``Config.seed`` that lives in the state.

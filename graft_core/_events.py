@@ -32,9 +32,20 @@ class Tick:
 
 @attrs.frozen(slots=True)
 class MessageReceived:
-    """A message from a peer arrived. Its content is untrusted."""
+    """A message from a peer arrived. Its content is untrusted.
+
+    ``now``, if given, is the current logical time: the step first does what a
+    ``Tick(now)`` would, then handles the message -- one step instead of two for
+    a shell or simulator that knows the time anyway. The resulting state is the
+    same as from the two steps; their role changes and persists are coalesced.
+    """
 
     message: Message
+    now: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.now is not None and (type(self.now) is not int or self.now < 0):
+            raise EventError(f"MessageReceived.now must be a non-negative int, got {self.now!r}")
 
 
 @attrs.frozen(slots=True)

@@ -176,7 +176,12 @@ def step(state: NodeState, event: Event) -> tuple[NodeState, tuple[Action, ...]]
         ProposalError: a proposal larger than ``Config.max_proposal_bytes``.
     """
     if isinstance(event, MessageReceived):
+        now = event.now
+        if now is not None and now < state.now:
+            raise EventError(f"time went backwards: {now} < {state.now}")
         s = _Step(state)
+        if now is not None and now > state.now:
+            s.on_tick(now)
         s.on_message(event.message)
         return s.finish()
     if isinstance(event, Tick):

@@ -1,11 +1,33 @@
-"""graft_sim: drive many graft_core nodes deterministically.
+"""graft_sim: many graft_core nodes in one deterministic virtual world.
 
-Today this holds :class:`LocalCluster`, a hand-driven in-memory cluster used by
-the core's tests, the demo and the notebooks. The randomized, fault-injecting
-simulator with invariant checking and shrinking is built on top of it by the
-graft_sim issue.
+* :class:`Simulation` runs a cluster of the real core under randomized
+  faults (loss, duplication, delay with a long tail, partitions of every
+  shape, crashes with lost unsynced writes, pauses, clock skew), checks Raft's
+  safety properties after every step, checks liveness after the faults stop,
+  and checks the clients' key/value history for linearizability.
+  ``python -m graft_sim`` runs seeds of it.
+* :func:`check_history` is the linearizability checker on its own.
+* :class:`LocalCluster` is a hand-driven in-memory cluster for tests and demos.
 """
 
+from graft_sim._checker import InvariantViolation
+from graft_sim._faults import Fault, FaultMix
+from graft_sim._linearizability import CheckResult, Operation, Verdict, check_history
 from graft_sim._local import LocalCluster, Storage
+from graft_sim._world import LivenessViolation, SimOptions, SimResult, Simulation
 
-__all__ = ["LocalCluster", "Storage"]
+__all__ = [
+    "CheckResult",
+    "Fault",
+    "FaultMix",
+    "InvariantViolation",
+    "LivenessViolation",
+    "LocalCluster",
+    "Operation",
+    "SimOptions",
+    "SimResult",
+    "Simulation",
+    "Storage",
+    "Verdict",
+    "check_history",
+]

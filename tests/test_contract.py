@@ -56,6 +56,7 @@ from graft_core import (
     Propose,
     Restart,
     Role,
+    RoleChanged,
     Send,
     Tick,
     VoteResponse,
@@ -641,3 +642,43 @@ def test_nothing_happens_between_deadlines(auto_persist: bool) -> None:
     roles = {s.role for s in seen}
     assert Role.LEADER in roles and Role.FOLLOWER in roles, roles
     assert sum(_assert_quiet_until_deadline(s) for s in seen) > 100
+
+
+def effects(actions: tuple[Action, ...]) -> list[Action]:
+    # One step coalesces what two steps report separately: role changes (only
+    # the last one matters) and persists (one write instead of two).
+    return [a for a in actions if not isinstance(a, RoleChanged | Persist)]
+
+
+def test_message_with_now_equals_tick_then_message() -> None:
+    """``MessageReceived(m, now)`` acts as ``Tick(now)`` followed by ``MessageReceived(m)``.
+
+    Same resulting state, same messages, applies and answers in the same order;
+    only role changes and persists within the one step are coalesced.
+
+    The simulator relies on it to deliver a message and advance a node's clock
+    in one step; every message of a run with an election, proposals and a
+    partition is checked at several clock offsets, including past deadlines.
+    """
+    cluster = LocalCluster(("a", "b", "c"), seed=3)
+    checked = 0
+    for phase in range(40):
+        if phase == 10:
+            cluster.propose(cluster.elect(), b"x")
+        if phase == 20:
+            cluster.partition(["a"], ["b", "c"])
+        if phase == 30:
+            cluster.heal()
+        for m in list(cluster.in_flight):
+            s = cluster.nodes[m.dst]
+            for offset in (0, 1, s.next_deadline() - s.now):
+                now = s.now + max(0, offset)
+                one, actions_one = step(s, MessageReceived(m, now))
+                mid, actions_tick = step(s, Tick(now))
+                two, actions_msg = step(mid, MessageReceived(m))
+                assert one == two
+                assert effects(actions_one) == effects(actions_tick + actions_msg)
+                checked += 1
+        cluster.tick(cluster.next_deadline())
+        cluster.deliver_round()
+    assert checked > 100

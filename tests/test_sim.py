@@ -1,0 +1,148 @@
+"""graft_sim: determinism, faults that bite, liveness, the CLI and the CI sweep."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from graft_core import Action, Apply, Entry, Event, NodeState
+from graft_core import step as real_step
+from graft_sim import Fault, FaultMix, InvariantViolation, SimOptions, Simulation
+from graft_sim.__main__ import main as cli_main
+from graft_sim.__main__ import run_many
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_same_seed_same_trace_hash_in_process() -> None:
+    """One seed plus the options determines the whole run (graft_sim contract §1)."""
+    a = Simulation(SimOptions(seed=11, duration_ms=3000)).run()
+    b = Simulation(SimOptions(seed=11, duration_ms=3000)).run()
+    c = Simulation(SimOptions(seed=12, duration_ms=3000)).run()
+    assert a == b
+    assert a.trace_hash != c.trace_hash
+
+
+def _hash_in_subprocess(hashseed: str) -> str:
+    code = (
+        "from graft_sim import SimOptions, Simulation;"
+        "print(Simulation(SimOptions(seed=5, duration_ms=4000)).run().trace_hash)"
+    )
+    env = dict(os.environ, PYTHONHASHSEED=hashseed)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_trace_hash_is_identical_across_processes_and_hash_seeds() -> None:
+    """No string hashing, set order or id() leaks into a run: PYTHONHASHSEED 1 vs 2."""
+    h1 = _hash_in_subprocess("1")
+    h2 = _hash_in_subprocess("2")
+    assert len(h1) == 32
+    assert h1 == h2
+
+
+def test_idle_time_is_free() -> None:
+    """The simulator jumps between deadlines: an idle minute costs a handful of steps.
+
+    A calm 3-node cluster with no clients runs 60 virtual seconds in about one
+    step per heartbeat message, not one per millisecond.
+    """
+    opts = SimOptions(seed=1, nodes=3, duration_ms=60_000, faults=FaultMix.calm(), max_ops=0)
+    r = Simulation(opts).run()
+    heartbeats = r.virtual_ms // opts.heartbeat_ms * (opts.nodes - 1)
+    # Each heartbeat: leader tick + follower step + leader step on the reply.
+    assert r.steps < 4 * heartbeats
+    assert r.virtual_ms > 60_000
+
+
+def test_isolating_the_leader_forces_a_new_election() -> None:
+    """A partition fault bites: cutting the leader off elects another (Raft §5.2)."""
+    opts = SimOptions(
+        seed=3, nodes=5, duration_ms=8000, faults=FaultMix.calm(), max_ops=0,
+        schedule=(Fault(3000, "isolate_leader"),),
+    )
+    sim = Simulation(opts)
+    r = sim.run()
+    assert r.elections >= 2
+    leaders_by_term = sim.checker.leaders
+    assert len(set(leaders_by_term.values())) >= 2
+
+
+def test_crash_loses_unacknowledged_writes_and_restart_recovers() -> None:
+    """Crash and restart: only what was persisted survives, and the node catches up.
+
+    Nodes crash one after another under a steady write load with a slow disk,
+    so some crashes catch writes not yet durable (they are lost, as an OS may
+    lose them); every invariant holds and every node ends with the same log.
+    """
+    crashes: list[Fault] = []
+    for i in range(16):
+        at, node = 1500 + 300 * i, (i % 5,)
+        crashes += [Fault(at, "crash", node), Fault(at + 200, "restart", node)]
+    opts = SimOptions(
+        seed=4, nodes=5, duration_ms=7000, max_ops=400, op_interval_ms=10,
+        faults=FaultMix(disk_min_us=5_000, disk_max_us=20_000), schedule=tuple(crashes),
+    )
+    sim = Simulation(opts)
+    r = sim.run()
+    assert r.ops_ok > 0
+    assert sim.lost_writes > 0  # some crashes did catch writes on their way to disk
+    logs = [tuple(n.storage.entries) for n in sim.nodes]
+    assert all(log == logs[0] for log in logs)
+    assert all(n.state.commit_index == len(logs[0]) for n in sim.nodes)
+
+
+def test_paused_leader_resumes_with_stale_beliefs_and_steps_down() -> None:
+    """A paused leader wakes up still believing it leads; the others moved on (§5.1)."""
+    opts = SimOptions(
+        seed=2, nodes=3, duration_ms=9000, faults=FaultMix.calm(), max_ops=0,
+        schedule=(Fault(2000, "pause", (0,), 4000), Fault(2000, "pause", (1,), 4000),
+                  Fault(2000, "pause", (2,), 1)),
+    )
+    r = Simulation(opts).run()
+    assert r.elections >= 1
+
+
+def test_checker_catches_a_planted_violation() -> None:
+    """The checks are live: a node that applies a different entry is stopped at once (§5.4.3)."""
+
+    def tampering(state: NodeState, event: Event) -> tuple[NodeState, tuple[Action, ...]]:
+        new, actions = real_step(state, event)
+        if new.node_id != "n1":
+            return new, actions
+        return new, tuple(
+            Apply(a.first_index, tuple(Entry(e.term, e.data + b"!", e.kind) for e in a.entries))
+            if isinstance(a, Apply)
+            else a
+            for a in actions
+        )
+
+    opts = SimOptions(seed=0, nodes=3, duration_ms=3000, faults=FaultMix.calm(), max_ops=20)
+    with pytest.raises(InvariantViolation) as err:
+        Simulation(opts, step=tampering).run()
+    report = str(err.value)
+    assert "State Machine Safety" in report
+    assert "replay:" in report and "seed 0" in report
+    assert "last events of n1" in report
+
+
+def test_cli_runs_one_seed_and_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m graft_sim --seed N` runs and summarises one replayable run."""
+    assert cli_main(["--seed", "3", "--duration", "2000", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "1 seeds, 5 nodes each" in out
+    assert "0 violations" in out
+
+
+def test_ci_sweep_of_300_seeds_with_mixed_faults() -> None:
+    """The CI sweep: 300 seeds of 5-node clusters, swarm faults, both cores (graft_sim §9)."""
+    options = [SimOptions(seed=s, duration_ms=5000, max_ops=120) for s in range(300)]
+    failures = [o for o in run_many(options, processes=2, progress=False) if o.failure]
+    assert not failures, failures[0].failure
