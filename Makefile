@@ -31,6 +31,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
+	$(BIN)/python benchmarks/bench_sim.py
 
 # A long simulator sweep: make fuzz SEEDS=10000 [PROCESSES=2] [FIRST=0]
 SEEDS ?= 2000

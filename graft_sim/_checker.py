@@ -69,7 +69,9 @@ class Checker:
         raise InvariantViolation(self.sim.report(what, nodes))
 
     def before_restart(self, n: _Node) -> None:
-        self.terms_before_crash[n.idx] = n.state.hard.term
+        # Only what storage acknowledged must survive a crash: a term the node
+        # adopted but had not yet persisted may be lost with it.
+        self.terms_before_crash[n.idx] = n.state.durable_hard.term
 
     def after_step(
         self, n: _Node, event: Event, old: NodeState, new: NodeState, actions: tuple[Action, ...]
@@ -78,7 +80,7 @@ class Checker:
         restarted = isinstance(event, Restart)
         if restarted:
             if term < self.terms_before_crash.get(n.idx, 0):
-                self.fail(f"{n.id}'s term went back across a restart", [n])
+                self.fail(f"{n.id}'s durable term went back across a restart", [n])
         elif term < old.hard.term:
             self.fail(f"{n.id}'s term went back: {old.hard.term} -> {term}", [n])
         elif new.commit_index < old.commit_index:

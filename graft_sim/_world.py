@@ -167,7 +167,8 @@ class SimResult:
             f"seed {self.options.seed}: {self.steps} steps, {self.messages_delivered} messages, "
             f"{self.elections} elections, {self.commits} commits, ops ok/failed/unknown "
             f"{self.ops_ok}/{self.ops_failed}/{self.ops_unknown}, history {lin}, "
-            f"trace {self.trace_hash}"
+            f"trace {self.trace_hash}; faults: {self.faults.describe()}, "
+            f"{len(self.schedule)} scheduled"
         )
 
 

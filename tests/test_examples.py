@@ -30,3 +30,12 @@ def test_core_benchmark_smoke() -> None:
     assert out.returncode == 0, out.stderr
     rows = [ln for ln in out.stdout.splitlines() if ln.rstrip().endswith("x")]
     assert [r.split()[0] for r in rows] == ["heartbeat", "AppendEntries(1)", "AppendEntries(64)"]
+
+
+def test_simulator_benchmark_smoke() -> None:
+    """The simulator benchmark runs and prints a baseline and one row per case."""
+    out = run("benchmarks/bench_sim.py", "--quick")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("baseline: bare core")
+    rows = [ln for ln in out.stdout.splitlines() if ln.rstrip().endswith("x")]
+    assert len(rows) == 3
