@@ -10,7 +10,7 @@ The contract
   same ``(state, event)`` always gives an equal result, and the ``state``
   passed in is never modified (it is a frozen value).
 * **Time is logical.** Time enters only through events (:class:`Tick`, or
-  the optional ``now`` of :class:`MessageReceived`).
+  the optional ``now`` of :class:`MessageReceived` and :class:`PersistCompleted`).
   ``state.next_deadline()`` says when the node next needs one; nothing happens
   in between, so a simulator jumps over idle time. Election timeouts are drawn
   from a counter-based PRNG seeded by ``Config.seed`` that lives in the state.

@@ -75,14 +75,18 @@ class PersistCompleted:
     """Every :class:`~graft_core.Persist` with ``seq`` up to this one is durable.
 
     Persist actions must be carried out in ``seq`` order; acknowledging ``seq``
-    acknowledges all earlier ones too.
+    acknowledges all earlier ones too. ``now``, if given, advances time first,
+    as for :class:`MessageReceived`.
     """
 
     seq: int
+    now: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if type(self.seq) is not int or self.seq < 1:
             raise EventError(f"PersistCompleted.seq must be a positive int, got {self.seq!r}")
+        if self.now is not None and (type(self.now) is not int or self.now < 0):
+            raise EventError(f"PersistCompleted.now must be a non-negative int, got {self.now!r}")
 
 
 @attrs.frozen(slots=True)

@@ -176,12 +176,8 @@ def step(state: NodeState, event: Event) -> tuple[NodeState, tuple[Action, ...]]
         ProposalError: a proposal larger than ``Config.max_proposal_bytes``.
     """
     if isinstance(event, MessageReceived):
-        now = event.now
-        if now is not None and now < state.now:
-            raise EventError(f"time went backwards: {now} < {state.now}")
         s = _Step(state)
-        if now is not None and now > state.now:
-            s.on_tick(now)
+        _advance(s, event.now)
         s.on_message(event.message)
         return s.finish()
     if isinstance(event, Tick):
@@ -204,16 +200,29 @@ def step(state: NodeState, event: Event) -> tuple[NodeState, tuple[Action, ...]]
             raise EventError(
                 f"PersistCompleted({event.seq}) but only {state.persist_seq} were issued"
             )
-        if event.seq <= state.persisted_seq:
+        fresh = event.seq > state.persisted_seq
+        if not fresh and (event.now is None or event.now == state.now):
             return state, ()
         s = _Step(state)
-        s.on_persisted(event.seq)
+        _advance(s, event.now)
+        if fresh:
+            s.on_persisted(event.seq)
         return s.finish()
     if isinstance(event, Restart):
         now = max(event.now, state.now)
         restarted = start(state.config, now, event.durable, event.applied_index)
         return restarted, (RoleChanged(FOLLOWER, restarted.term, None),)
     raise EventError(f"not a graft_core event: {event!r}")
+
+
+def _advance(s: _Step, now: int | None) -> None:
+    """The optional ``now`` of an event: what a ``Tick(now)`` would do, first."""
+    if now is None:
+        return
+    if now < s.now:
+        raise EventError(f"time went backwards: {now} < {s.now}")
+    if now > s.now:
+        s.on_tick(now)
 
 
 def _draw_timeout(config: Config, term: int, counter: int) -> int:

@@ -139,6 +139,8 @@ def test_cli_runs_one_seed_and_prints_a_summary(capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert "1 seeds, 5 nodes each" in out
     assert "0 violations" in out
+    # The CLI's run is the library's run with the same options.
+    assert Simulation(SimOptions(seed=3, duration_ms=2000)).run().trace_hash in out
 
 
 def test_ci_sweep_of_300_seeds_with_mixed_faults() -> None:
@@ -162,3 +164,21 @@ def test_a_1001_node_cluster_elects_a_leader_and_commits() -> None:
     assert leader is not None
     assert all(n.state.leader_id == sim.nodes[leader].id for n in sim.nodes)
     assert min(n.state.commit_index for n in sim.nodes) >= 1 + r.ops_ok
+
+
+def test_replay_command_of_an_explicit_schedule_runs_the_same_run() -> None:
+    """A violation report's replay command is pasteable: it reruns exactly this run."""
+    opts = SimOptions(
+        seed=9, nodes=3, duration_ms=2000, max_ops=20,
+        faults=FaultMix(loss_ppm=20_000), schedule=(Fault(500, "isolate", (1,)), Fault(900, "heal")),
+    )
+    expected = Simulation(opts).run()
+    command = opts.command_line()
+    assert command.startswith("python -c ")
+    out = subprocess.run(
+        command.replace("python", sys.executable, 1), shell=True, cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert expected.trace_hash in out.stdout
+    assert SimOptions(seed=9).command_line() == "python -m graft_sim --seed 9 --nodes 5 --duration 10000"

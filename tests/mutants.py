@@ -1,0 +1,355 @@
+"""Deliberately broken variants of graft_core, for proving the simulator has teeth.
+
+Nothing here ships: every mutant is installed with a :class:`pytest.MonkeyPatch`
+for the duration of a test (or a ``with mutated(name):`` block in a notebook)
+and patches the private internals of ``graft_core`` -- methods of
+``graft_core._node._Step``, ``RaftLog``, or the names ``_node`` imported from
+``_quorum``. Each one reproduces a classic Raft implementation bug.
+
+Some mutants replace a whole method with a copy that differs in one line.
+Such a copy can drift from the real method as graft_core evolves; each copy
+says which line it breaks, and :func:`check_copies_current` compares the copy
+against the real method (minus that line) so a drifted copy fails loudly
+instead of testing an older core.
+
+Helpers for running and shrinking simulations live in the test module
+(``tests/test_mutants.py``); this module only defines the mutants.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import difflib
+import inspect
+import textwrap
+from collections.abc import Callable, Iterable, Iterator
+
+import attrs
+import pytest
+
+import graft_core._node as node_mod
+from graft_core._log import RaftLog
+from graft_core._messages import AppendRequest, AppendResponse, Message, VoteRequest, VoteResponse
+from graft_core._node import _Step
+from graft_core._quorum import committed_index
+from graft_core._types import HardState
+
+Installer = Callable[[pytest.MonkeyPatch], None]
+
+
+@attrs.frozen
+class Mutant:
+    """A broken variant of the core.
+
+    Attributes:
+        name: short identifier (used in test ids and the printed table).
+        bug: what is broken, in one sentence.
+        install: patches graft_core through the given MonkeyPatch.
+    """
+
+    name: str
+    bug: str
+    install: Installer
+
+
+# --------------------------------------------------------------- copied methods
+#
+# Copies of _Step methods with one line changed. The marker comment
+# ``# MUTANT:`` names the changed line(s); check_copies_current() verifies that
+# everything else still matches the real source.
+
+
+def _maybe_commit(self: _Step, *, check_term: bool, own_index_is_stable: bool) -> bool:
+    # Copy of _Step.maybe_commit with two switches.
+    cfg = self.config
+    n = len(cfg.peers)
+    # MUTANT (leader_counts_unpersisted): the leader's unpersisted log counts.
+    matches = [self.stable_index if own_index_is_stable else self.log.last_index]
+    matches.extend(self.get_progress(i).match_index for i in range(n))
+    index = committed_index(matches, n + 1)
+    # MUTANT (figure8): no "entry of the current term" check (Raft §5.4.2).
+    if index <= self.commit_index or (check_term and self.log.term_at(index) != self.hard.term):
+        return False
+    self.commit_index = index
+    for k in range(n):
+        if not self.send_append(k, False):
+            self.send_append(k, True)
+    return True
+
+
+def _maybe_commit_figure8(self: _Step) -> bool:
+    return _maybe_commit(self, check_term=False, own_index_is_stable=True)
+
+
+def _maybe_commit_unpersisted(self: _Step) -> bool:
+    return _maybe_commit(self, check_term=True, own_index_is_stable=False)
+
+
+def _on_vote_request_two_votes(self: _Step, m: VoteRequest) -> None:
+    # Copy of _Step.on_vote_request with canVote always true.
+    me = self.config.node_id
+    hard = self.hard
+    can_vote = True  # MUTANT (two_votes): a second vote in the same term is granted
+    if can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term):
+        if m.pre_vote:
+            self.send(VoteResponse(m.term, me, m.src, True, True))
+        else:
+            if hard.voted_for != m.src:
+                self.set_hard(HardState(hard.term, m.src))
+            self.reset_election_timer(False)
+            self.hold(VoteResponse(hard.term, me, m.src, True, False))
+    else:
+        self.send(VoteResponse(hard.term, me, m.src, False, m.pre_vote))
+
+
+def _follower_on_append_no_truncate(self: _Step, m: AppendRequest) -> None:
+    # Copy of _Step.follower_on_append that keeps a conflicting suffix.
+    me = self.config.node_id
+    term = self.hard.term
+    self.leader_id = m.src
+    self.leader_contact = self.now
+    self.reset_election_timer(False)
+    prev = m.prev_log_index
+    if prev < self.commit_index:
+        self.hold(AppendResponse(term, me, m.src, True, self.commit_index))
+        return
+    log = self.log
+    if log.term_at(prev) != m.prev_log_term:
+        hint_index, hint_term = log.find_conflict_by_term(
+            min(prev, log.last_index), m.prev_log_term
+        )
+        self.send(AppendResponse(term, me, m.src, False, prev, hint_index, hint_term))
+        return
+    entries = m.entries
+    n = len(entries)
+    last = log.last_index
+    k = 0
+    while k < n:
+        i = prev + 1 + k
+        if i > last:
+            break
+        # MUTANT (no_truncate): a conflicting entry is skipped over, not truncated.
+        k += 1
+    if k < n:
+        self.append(entries[k:] if k else entries)
+    last_new = prev + n
+    commit = min(m.leader_commit, last_new)
+    if commit > self.commit_index:
+        self.commit_index = commit
+    self.hold(AppendResponse(term, me, m.src, True, last_new))
+
+
+@attrs.frozen
+class _Copy:
+    """A mutant copy of a real method: the only lines it may remove and add."""
+
+    copy: Callable[..., object]
+    real: Callable[..., object]
+    removed: tuple[str, ...]
+    added: tuple[str, ...]
+
+
+_COPIES = (
+    _Copy(
+        _maybe_commit,
+        _Step.maybe_commit,
+        removed=(
+            "matches = [self.stable_index]",
+            "if index <= self.commit_index or self.log.term_at(index) != self.hard.term:",
+        ),
+        added=(
+            "matches = [self.stable_index if own_index_is_stable else self.log.last_index]",
+            "if index <= self.commit_index or (check_term and self.log.term_at(index) != "
+            "self.hard.term):",
+        ),
+    ),
+    _Copy(
+        _on_vote_request_two_votes,
+        _Step.on_vote_request,
+        removed=(
+            "can_vote = hard.voted_for == m.src or (hard.voted_for is None and "
+            "self.leader_id is None) or (m.pre_vote and m.term > hard.term)",
+        ),
+        added=("can_vote = True",),
+    ),
+    _Copy(
+        _follower_on_append_no_truncate,
+        _Step.follower_on_append,
+        removed=("if log.term_at(i) != entries[k].term:", "self.truncate(i)", "break"),
+        added=(),
+    ),
+)
+
+
+def _code_lines(fn: Callable[..., object]) -> list[str]:
+    """``fn``'s body in canonical form (``ast.unparse``): no comments, docstring or layout."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    func = tree.body[0]
+    assert isinstance(func, ast.FunctionDef)
+    body = func.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return [ln.strip() for stmt in body for ln in ast.unparse(stmt).splitlines()]
+
+
+def check_copies_current() -> list[str]:
+    """Differences between each copied mutant and the real method it copies.
+
+    Returns:
+        One message per copy that drifted (empty when all are current).
+    """
+    problems = []
+    for c in _COPIES:
+        real, copy = _code_lines(c.real), _code_lines(c.copy)
+        removed: list[str] = []
+        added: list[str] = []
+        for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=real, b=copy).get_opcodes():
+            if op != "equal":
+                removed.extend(real[i1:i2])
+                added.extend(copy[j1:j2])
+        if removed != list(c.removed) or added != list(c.added):
+            problems.append(
+                f"{c.copy.__name__} drifted from {c.real.__qualname__}: it removes {removed} "
+                f"(expected {list(c.removed)}) and adds {added} (expected {list(c.added)})"
+            )
+    return problems
+
+
+# --------------------------------------------------------------- installers
+
+
+def _install_figure8(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(_Step, "maybe_commit", _maybe_commit_figure8)
+
+
+def _install_leader_counts_unpersisted(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(_Step, "maybe_commit", _maybe_commit_unpersisted)
+
+
+def _install_two_votes(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(_Step, "on_vote_request", _on_vote_request_two_votes)
+
+
+def _install_no_truncate(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(_Step, "follower_on_append", _follower_on_append_no_truncate)
+
+
+def _send_immediately(kind: type[Message]) -> Installer:
+    """``hold`` (wait for the Persist) becomes ``send`` for messages of ``kind``."""
+
+    def install(mp: pytest.MonkeyPatch) -> None:
+        real_hold = _Step.hold
+
+        def hold(self: _Step, message: Message) -> None:
+            if isinstance(message, kind):
+                self.send(message)
+            else:
+                real_hold(self, message)
+
+        mp.setattr(_Step, "hold", hold)
+
+    return install
+
+
+def _install_vote_by_index_only(mp: pytest.MonkeyPatch) -> None:
+    def is_up_to_date(self: RaftLog, last_index: int, last_term: int) -> bool:
+        return last_index >= self.last_index  # MUTANT: the last term is ignored
+
+    mp.setattr(RaftLog, "is_up_to_date", is_up_to_date)
+
+
+def _install_commit_without_quorum(mp: pytest.MonkeyPatch) -> None:
+    def max_match(matches: Iterable[int], voters: int) -> int:
+        return max(matches)  # MUTANT: the largest match, not the quorum-th largest
+
+    # _node imported the name, so patch it where it is looked up.
+    assert vars(node_mod)["committed_index"] is committed_index
+    mp.setattr(node_mod, "committed_index", max_match)
+
+
+def _install_apply_beyond_leader_commit(mp: pytest.MonkeyPatch) -> None:
+    real = _Step.follower_on_append
+
+    def follower_on_append(self: _Step, m: AppendRequest) -> None:
+        # MUTANT: commit = last new entry, whatever the leader's commit index.
+        real(self, attrs.evolve(m, leader_commit=m.prev_log_index + len(m.entries)))
+
+    mp.setattr(_Step, "follower_on_append", follower_on_append)
+
+
+def _install_prevote_bumps_term(mp: pytest.MonkeyPatch) -> None:
+    real = _Step.become_pre_candidate
+
+    def become_pre_candidate(self: _Step) -> None:
+        # MUTANT: the pre-vote moves the real term (thesis §9.6 says it must not).
+        self.set_hard(HardState(self.hard.term + 1, None))
+        real(self)
+
+    mp.setattr(_Step, "become_pre_candidate", become_pre_candidate)
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    Mutant(
+        "figure8",
+        "a leader commits an earlier-term entry by counting replicas (Raft §5.4.2, Figure 8)",
+        _install_figure8,
+    ),
+    Mutant(
+        "two_votes",
+        "a node grants a second vote in a term it already voted in (Raft §5.2)",
+        _install_two_votes,
+    ),
+    Mutant(
+        "vote_before_persist",
+        "a vote grant is sent before the vote is durable (Figure 2: persist before responding)",
+        _send_immediately(VoteResponse),
+    ),
+    Mutant(
+        "vote_by_index_only",
+        "the up-to-date check compares only last indexes, not last terms (Raft §5.4.1)",
+        _install_vote_by_index_only,
+    ),
+    Mutant(
+        "no_truncate",
+        "a follower keeps a conflicting suffix instead of truncating it (Raft §5.3)",
+        _install_no_truncate,
+    ),
+    Mutant(
+        "commit_without_quorum",
+        "the commit index follows the largest match, not a majority's (Raft §5.3)",
+        _install_commit_without_quorum,
+    ),
+    Mutant(
+        "apply_beyond_leader_commit",
+        "a follower commits its last new entry, ignoring leader_commit (Figure 2)",
+        _install_apply_beyond_leader_commit,
+    ),
+    Mutant(
+        "prevote_bumps_term",
+        "a pre-vote increments the real term (thesis §9.6)",
+        _install_prevote_bumps_term,
+    ),
+    Mutant(
+        "leader_counts_unpersisted",
+        "a leader counts its own unpersisted log toward commitment (thesis §10.2.1)",
+        _install_leader_counts_unpersisted,
+    ),
+    Mutant(
+        "ack_before_persist",
+        "an AppendEntries success is sent before the entries are durable (Figure 2)",
+        _send_immediately(AppendResponse),
+    ),
+)
+
+BY_NAME = {m.name: m for m in MUTANTS}
+
+
+@contextlib.contextmanager
+def mutated(name: str) -> Iterator[Mutant]:
+    """Run the block with mutant ``name`` installed (for notebooks and scripts)."""
+    mutant = BY_NAME[name]
+    with pytest.MonkeyPatch.context() as mp:
+        mutant.install(mp)
+        yield mutant
+
