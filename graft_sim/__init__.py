@@ -8,7 +8,14 @@
   ``python -m graft_sim`` runs seeds of it.
 * :func:`check_history` is the linearizability checker on its own.
 * :class:`LocalCluster` is a hand-driven in-memory cluster for tests and demos.
+* Hypothesis strategies -- :func:`sim_options`, :func:`fault_schedules`,
+  :func:`fault_mixes`, :func:`workloads` -- to property-test a state machine
+  on top of graft; Hypothesis shrinks a failing run to a minimal schedule whose
+  ``repr`` replays it. They are imported on first use, so Hypothesis is only
+  needed by those who use them.
 """
+
+from typing import Any
 
 from graft_sim._checker import InvariantViolation
 from graft_sim._faults import Fault, FaultMix
@@ -16,7 +23,25 @@ from graft_sim._linearizability import CheckResult, Operation, Verdict, check_hi
 from graft_sim._local import LocalCluster, Storage
 from graft_sim._world import LivenessViolation, SimOptions, SimResult, Simulation
 
+_STRATEGIES = ("SIMPLEST_FIRST", "WorkloadOptions", "fault_mixes", "fault_schedules",
+               "sim_options", "workloads")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STRATEGIES:
+        from graft_sim import _strategies
+
+        return getattr(_strategies, name)
+    raise AttributeError(f"module 'graft_sim' has no attribute {name!r}")
+
+
 __all__ = [
+    "SIMPLEST_FIRST",
+    "WorkloadOptions",
+    "fault_mixes",
+    "fault_schedules",
+    "sim_options",
+    "workloads",
     "CheckResult",
     "Fault",
     "FaultMix",

@@ -4,7 +4,7 @@ Examples::
 
     python -m graft_sim --seed 7                    # one run, replayable
     python -m graft_sim --seeds 0:300 --processes 2 # a sweep
-    python -m graft_sim --seeds 0:2000 --duration 60000 --faults calm
+    python -m graft_sim --clusters 2000 --duration 60000 --processes 2
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m graft_sim", description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=None, help="run this one seed")
     p.add_argument("--seeds", default=None, help="a range of seeds, A:B (B excluded)")
+    p.add_argument(
+        "--clusters", type=int, default=None, help="run this many clusters: seeds --seed, +1, ..."
+    )
     p.add_argument("--nodes", type=int, default=5)
     p.add_argument("--duration", type=int, default=10_000, help="virtual ms of faults")
     p.add_argument("--faults", choices=("swarm", "calm"), default="swarm")
@@ -88,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true", help="print every run's summary")
     args = p.parse_args(argv)
-    seeds = parse_seeds(args.seeds) if args.seeds else range(args.seed or 0, (args.seed or 0) + 1)
+    first, count = args.seed or 0, args.clusters or 1
+    seeds = parse_seeds(args.seeds) if args.seeds else range(first, first + count)
     options = [
         SimOptions(
             seed=s,

@@ -170,7 +170,8 @@ def test_replay_command_of_an_explicit_schedule_runs_the_same_run() -> None:
     """A violation report's replay command is pasteable: it reruns exactly this run."""
     opts = SimOptions(
         seed=9, nodes=3, duration_ms=2000, max_ops=20,
-        faults=FaultMix(loss_ppm=20_000), schedule=(Fault(500, "isolate", (1,)), Fault(900, "heal")),
+        faults=FaultMix(loss_ppm=20_000),
+        schedule=(Fault(500, "isolate", (1,)), Fault(900, "heal")),
     )
     expected = Simulation(opts).run()
     command = opts.command_line()
@@ -181,4 +182,5 @@ def test_replay_command_of_an_explicit_schedule_runs_the_same_run() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert expected.trace_hash in out.stdout
-    assert SimOptions(seed=9).command_line() == "python -m graft_sim --seed 9 --nodes 5 --duration 10000"
+    cli = "python -m graft_sim --seed 9 --nodes 5 --duration 10000"
+    assert SimOptions(seed=9).command_line() == cli
