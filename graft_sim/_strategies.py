@@ -8,8 +8,7 @@ with the deterministic simulator. Every value drawn is plain data
 exactly::
 
     from hypothesis import given, settings
-    from graft_sim import Simulation
-    from graft_sim._strategies import sim_options
+    from graft_sim import Simulation, sim_options
 
     @settings(max_examples=50, deadline=None)
     @given(sim_options(nodes=3, duration_ms=3_000))

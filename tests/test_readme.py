@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -32,3 +33,17 @@ def test_readme_names_the_two_commands_and_ci_runs_make_test() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     commands = [ln for ln in ci.splitlines() if ln.strip() and not ln.startswith("#")]
     assert commands[-1].strip() == "make test"
+
+
+def test_readme_property_test_example_runs(tmp_path: Path) -> None:
+    """The README's graft_sim property test is a working Hypothesis test."""
+    blocks = [b for b in python_blocks() if "sim_options" in b]
+    assert len(blocks) == 1
+    # As a real module: Hypothesis reads the test's source for its database key.
+    path = tmp_path / "readme_property.py"
+    path.write_text(blocks[0])
+    spec = importlib.util.spec_from_file_location("readme_property", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.test_raft_survives_faults()
