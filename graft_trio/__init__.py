@@ -1,7 +1,45 @@
-"""graft_trio: graft_core over real TCP with durable storage (issue: graft_trio).
+"""graft_trio: graft_core over real TCP with durable storage, driven by trio.
 
-The production shell is not built yet; this package exists so the repository
-has its final shape. Its public surface is empty until then.
+    node = Node("a", ("127.0.0.1", 7001), {"b": ("127.0.0.1", 7002), ...}, "data/a")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        result = await node.append(b"hello")       # from any node
+        for entry in node.committed(1): ...        # pull
+        async for entry in node.subscribe(1): ...  # push
+
+The production shell is being built (issue graft_trio): the node, its
+transport and its storage are here; the K/V store and the multi-process demo
+follow.
 """
 
-__all__: list[str] = []
+from graft_trio._node import (
+    AppendResult,
+    CommittedEntry,
+    CommitTimeout,
+    Node,
+    NodeError,
+    NoLeader,
+    NotStarted,
+    Options,
+    PayloadTooLarge,
+    PeerStatus,
+    Rejected,
+    StartupError,
+    Status,
+)
+
+__all__ = [
+    "AppendResult",
+    "CommitTimeout",
+    "CommittedEntry",
+    "Node",
+    "NodeError",
+    "NoLeader",
+    "NotStarted",
+    "Options",
+    "PayloadTooLarge",
+    "PeerStatus",
+    "Rejected",
+    "StartupError",
+    "Status",
+]

@@ -1,0 +1,581 @@
+"""A graft node over TCP: graft_core driven by trio, with durable storage.
+
+Theory of operation
+-------------------
+One task -- the *driver* -- owns the core's state. Everything that happens to
+the node (a message from a peer, an application's proposal, a write reaching
+disk, a deadline passing) is put on one memory channel as a graft_core event;
+the driver steps the core with it and carries out the actions:
+
+* ``Send`` goes to that peer's outgoing queue (bounded; a full queue drops
+  the message -- Raft retries -- so a slow or dead peer never blocks others);
+* ``Persist`` goes to the persister task, which writes everything queued so
+  far as one group commit (one fsync) in a worker thread and then feeds back
+  ``PersistCompleted``;
+* ``Apply`` appends to the committed-entry list and wakes readers;
+* ``ProposalAccepted/Rejected`` resolve the waiting ``append()`` calls.
+
+Time is trio's clock (so tests run under ``MockClock``); the driver sleeps
+until the core's ``next_deadline()`` or the next event, whichever is first.
+The service owns its nursery (``run``), starts with ``task_status.started()``
+and stops when cancelled; a storage failure stops the node (fail-stop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+
+import attrs
+import trio
+
+from graft_core import (
+    Apply,
+    Config,
+    EntryKind,
+    Event,
+    GraftError,
+    Message,
+    MessageDropped,
+    MessageReceived,
+    NodeState,
+    Persist,
+    PersistCompleted,
+    ProposalAccepted,
+    ProposalRejected,
+    Propose,
+    RejectReason,
+    Role,
+    RoleChanged,
+    Send,
+    Tick,
+    start,
+    step,
+)
+from graft_core._rand import stable_key
+from graft_trio import _storage, _wire
+
+log = logging.getLogger("graft_trio")
+
+
+class NodeError(GraftError):
+    """Base class of errors the trio node raises to the application."""
+
+
+class NotStarted(NodeError):
+    """The node is not running (never started, or already closed)."""
+
+
+class NoLeader(NodeError):
+    """No leader was known within the timeout; the entry was not appended."""
+
+
+class CommitTimeout(NodeError):
+    """The entry was appended but not seen committed in time: the outcome is unknown."""
+
+
+class PayloadTooLarge(NodeError, ValueError):
+    """The payload exceeds ``Options.max_payload_bytes``."""
+
+
+class Rejected(NodeError):
+    """The leader refused the entry (for example flow control); it was not appended."""
+
+
+class StartupError(NodeError):
+    """The node cannot start: a bad configuration or a data directory that disagrees."""
+
+
+@attrs.frozen
+class Options:
+    """Tuning of a node. Times in seconds."""
+
+    heartbeat_interval: float = 0.1
+    election_timeout: float = 1.0
+    max_payload_bytes: int = 1 << 20
+    append_timeout: float = 5.0
+    peer_queue: int = 4096
+    max_frame_bytes: int = 16 << 20
+    reconnect_min: float = 0.05
+    reconnect_max: float = 2.0
+    fsync: bool = True
+    pre_vote: bool = True
+    check_quorum: bool = True
+    seed: int | None = None
+
+
+@attrs.frozen
+class CommittedEntry:
+    """One committed entry as the application sees it.
+
+    ``noop`` marks the empty entries new leaders write (Raft §8); the pull API
+    includes them so indexes stay dense, subscriptions and callbacks skip them.
+    """
+
+    index: int
+    term: int
+    data: bytes
+    noop: bool = False
+
+
+@attrs.frozen
+class AppendResult:
+    index: int
+    term: int
+
+
+@attrs.frozen
+class PeerStatus:
+    match_index: int
+    next_index: int
+    state: str
+
+
+@attrs.frozen
+class Status:
+    node_id: str
+    role: Role
+    term: int
+    leader_id: str | None
+    commit_index: int
+    applied_index: int
+    last_index: int
+    peers: Mapping[str, PeerStatus]
+
+
+Address = tuple[str, int]
+
+
+class Node:
+    """A Raft node over TCP.
+
+    Args:
+        node_id: this node's id, unique in the cluster.
+        address: where it listens, ``(host, port)``.
+        peers: every *other* member's id and address.
+        data_dir: where it keeps its log and hard state.
+        cluster_id: checked on every connection, so two clusters never mix.
+        options: timing and limits.
+
+    Raises:
+        StartupError: ``node_id`` among ``peers``, or an invalid configuration.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        address: Address,
+        peers: Mapping[str, Address],
+        data_dir: Path | str,
+        *,
+        cluster_id: str = "graft",
+        options: Options = Options(),
+    ) -> None:
+        if node_id in peers:
+            raise StartupError(f"node id {node_id!r} is also listed among its peers")
+        self.node_id = node_id
+        self.address = address
+        self.peers = dict(peers)
+        self.data_dir = Path(data_dir)
+        self.cluster_id = cluster_id
+        self.options = options
+        voters = tuple(sorted((node_id, *peers)))
+        ms = 1000
+        try:
+            self.config = Config(
+                node_id,
+                voters,
+                seed=options.seed if options.seed is not None else stable_key(node_id),
+                heartbeat_interval=max(1, int(options.heartbeat_interval * ms)),
+                election_timeout=max(2, int(options.election_timeout * ms)),
+                max_proposal_bytes=options.max_payload_bytes,
+                pre_vote=options.pre_vote,
+                check_quorum=options.check_quorum,
+            )
+        except GraftError as e:
+            raise StartupError(str(e)) from e
+        self._running = False
+        self._closed = False
+        self._state: NodeState | None = None
+        self._events_send, self._events_recv = trio.open_memory_channel[Event](math.inf)
+        self._persist_send, self._persist_recv = trio.open_memory_channel[Persist](math.inf)
+        self._queues: dict[str, tuple[trio.MemorySendChannel[Message],
+                                      trio.MemoryReceiveChannel[Message]]] = {}
+        self._committed: list[CommittedEntry] = []
+        self._committed_changed = trio.Event()
+        self._callbacks: list[Callable[[CommittedEntry], None]] = []
+        self._waiting: dict[int, _Pending] = {}
+        self._next_request = 0
+        self._t0 = 0.0
+        self._storage: _storage.Storage | None = None
+        self._listen_port: int | None = None
+        self._failure: BaseException | None = None
+        self.dropped_frames = 0
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the node until cancelled. Use with ``await nursery.start(node.run)``.
+
+        Raises:
+            StartupError: the data directory belongs to another cluster/node or
+                membership, or it is corrupt.
+            storage errors: a disk failure stops the node (fail-stop).
+        """
+        if self._running or self._closed:
+            raise StartupError("a Node runs once")
+        meta = _storage.Metadata(self.cluster_id, self.node_id, self.config.voters)
+        try:
+            fsync = self.options.fsync
+            storage = await trio.to_thread.run_sync(
+                lambda: _storage.Storage.open(self.data_dir, metadata=meta, fsync=fsync)
+            )
+        except _storage.StorageMismatch as e:
+            raise StartupError(str(e)) from e
+        self._storage = storage
+        recovered = storage.recovered()
+        self._t0 = trio.current_time()
+        self._state = start(self.config, self._now(), recovered.durable)
+        listener = (await trio.open_tcp_listeners(self.address[1], host=self.address[0]))[0]
+        self._listen_port = listener.socket.getsockname()[1]
+        self._running = True
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._serve, listener)
+                nursery.start_soon(self._persister)
+                for peer in sorted(self.peers):
+                    send, recv = trio.open_memory_channel[Message](self.options.peer_queue)
+                    self._queues[peer] = (send, recv)
+                    nursery.start_soon(self._sender, peer, recv)
+                task_status.started()
+                await self._drive()
+        finally:
+            self._running = False
+            self._closed = True
+            for pending in self._waiting.values():
+                pending.done.set()
+            self._committed_changed.set()
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(storage.close)
+
+    async def __aenter__(self) -> Node:
+        self._nursery_manager = trio.open_nursery()
+        nursery = await self._nursery_manager.__aenter__()
+        await nursery.start(self.run)
+        self._own_nursery = nursery
+        return self
+
+    async def __aexit__(self, *exc: object) -> bool | None:
+        self._own_nursery.cancel_scope.cancel()
+        return await self._nursery_manager.__aexit__(*exc)  # type: ignore[arg-type]
+
+    @property
+    def port(self) -> int:
+        """The TCP port the node listens on (useful with port 0)."""
+        self._check_running()
+        assert self._listen_port is not None
+        return self._listen_port
+
+    def _check_running(self) -> None:
+        if not self._running:
+            raise NotStarted(
+                f"node {self.node_id!r} is " + ("closed" if self._closed else "not started")
+            )
+
+    def _now(self) -> int:
+        return int((trio.current_time() - self._t0) * 1000)
+
+    # ------------------------------------------------------------------ driver
+
+    async def _drive(self) -> None:
+        while True:
+            assert self._state is not None
+            deadline = self._t0 + self._state.next_deadline() / 1000
+            event: Event
+            with trio.move_on_at(deadline):
+                event = await self._events_recv.receive()
+                self._step(event)
+                # Drain what is already queued before sleeping again.
+                while True:
+                    try:
+                        event = self._events_recv.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    self._step(event)
+                continue
+            self._step(Tick(max(self._now(), self._state.now)))
+
+    def _step(self, event: Event) -> None:
+        assert self._state is not None
+        if isinstance(event, MessageReceived | PersistCompleted) and event.now is None:
+            now = max(self._now(), self._state.now)
+            event = (
+                MessageReceived(event.message, now)
+                if isinstance(event, MessageReceived)
+                else PersistCompleted(event.seq, now)
+            )
+        self._state, actions = step(self._state, event)
+        for a in actions:
+            if isinstance(a, Send):
+                self._send(a.message)
+            elif isinstance(a, Persist):
+                self._persist_send.send_nowait(a)
+            elif isinstance(a, Apply):
+                self._apply(a)
+            elif isinstance(a, ProposalAccepted):
+                p = self._waiting.get(a.request_id)
+                if p is not None:
+                    p.index, p.term = a.index, a.term
+                    self._check_applied(p)
+            elif isinstance(a, ProposalRejected):
+                p = self._waiting.get(a.request_id)
+                if p is not None:
+                    p.rejection = a.reason
+                    p.done.set()
+            elif isinstance(a, RoleChanged):
+                log.info("%s: %s in term %d, leader %s", self.node_id, a.role.value, a.term,
+                         a.leader_id)
+            elif isinstance(a, MessageDropped):
+                log.debug("%s: dropped %s: %s %s", self.node_id, type(a.message).__name__,
+                          a.reason.value, a.detail)
+
+    def _send(self, m: Message) -> None:
+        queue = self._queues.get(m.dst)
+        if queue is None:
+            return
+        # A slow peer's full queue drops the message: Raft retransmits.
+        with contextlib.suppress(trio.WouldBlock):
+            queue[0].send_nowait(m)
+
+    def _apply(self, a: Apply) -> None:
+        for k, e in enumerate(a.entries):
+            index = a.first_index + k
+            if index <= len(self._committed):
+                continue  # re-applied after a restart of the core: already known
+            entry = CommittedEntry(index, e.term, e.data, e.kind is not EntryKind.NORMAL)
+            self._committed.append(entry)
+            if not entry.noop:
+                for cb in self._callbacks:
+                    cb(entry)
+        changed, self._committed_changed = self._committed_changed, trio.Event()
+        changed.set()
+        for p in list(self._waiting.values()):
+            self._check_applied(p)
+
+    def _check_applied(self, p: _Pending) -> None:
+        if p.index and len(self._committed) >= p.index:
+            p.committed_term = self._committed[p.index - 1].term
+            p.done.set()
+
+    async def _persister(self) -> None:
+        storage = self._storage
+        assert storage is not None
+        while True:
+            batch = [await self._persist_recv.receive()]
+            while True:
+                try:
+                    batch.append(self._persist_recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            # Group commit: one fsync for everything queued (thesis §10.2.1
+            # lets the leader's write overlap its AppendEntries).
+            await trio.to_thread.run_sync(storage.write, batch)
+            self._events_send.send_nowait(PersistCompleted(batch[-1].seq))
+
+    # ------------------------------------------------------------------ transport
+
+    async def _serve(self, listener: trio.SocketListener) -> None:
+        async with listener, trio.open_nursery() as nursery:
+            while True:
+                stream = await listener.accept()
+                nursery.start_soon(self._inbound, stream)
+
+    async def _inbound(self, stream: trio.SocketStream) -> None:
+        max_frame = self.options.max_frame_bytes
+        reader = _wire.FrameReader(max_frame=max_frame)
+        members = frozenset(self.peers)
+        peer: str | None = None
+        try:
+            async with stream:
+                while True:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        if reader.buffered:
+                            raise _wire.MalformedFrame("the peer stopped in the middle of a frame")
+                        return
+                    reader.feed(data)
+                    while True:
+                        if peer is None:
+                            # Until a peer says who it is, it may not make us buffer much.
+                            frame = reader.next_frame(max_frame=_wire.MAX_HELLO_FRAME)
+                            if frame is None:
+                                break
+                            hello = _wire.decode_hello_untrusted(
+                                frame, cluster_id=self.cluster_id, me=self.node_id,
+                                members=members,
+                            )
+                            peer = hello.src
+                            continue
+                        frame = reader.next_frame()
+                        if frame is None:
+                            break
+                        batch = _wire.decode_batch_untrusted(
+                            frame, max_frame=max_frame, expected_src=peer,
+                            expected_dst=self.node_id,
+                        )
+                        for m in batch:
+                            self._events_send.send_nowait(MessageReceived(m))
+        except _wire.WireError as e:
+            self.dropped_frames += 1
+            log.warning("%s: closing a peer connection: %s: %s", self.node_id,
+                        type(e).__name__, e)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return
+
+    async def _sender(self, peer: str, queue: trio.MemoryReceiveChannel[Message]) -> None:
+        delay = self.options.reconnect_min
+        host, port = self.peers[peer]
+        while True:
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+            except OSError:
+                await trio.sleep(delay)
+                delay = min(delay * 2, self.options.reconnect_max)
+                continue
+            delay = self.options.reconnect_min
+            try:
+                async with stream:
+                    await stream.send_all(
+                        _wire.encode_hello(self.cluster_id, self.node_id, peer)
+                    )
+                    while True:
+                        batch = [await queue.receive()]
+                        while len(batch) < 4096:
+                            try:
+                                batch.append(queue.receive_nowait())
+                            except trio.WouldBlock:
+                                break
+                        for frame in _wire.encode_batches(
+                            batch, max_frame=self.options.max_frame_bytes
+                        ):
+                            await stream.send_all(frame)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await trio.sleep(delay)
+
+    # ------------------------------------------------------------------ the API
+
+    async def append(self, data: bytes, *, timeout: float | None = None) -> AppendResult:
+        """Append ``data`` to the replicated log from any node; return once committed.
+
+        Args:
+            data: the payload.
+            timeout: seconds to wait in all (default ``Options.append_timeout``).
+
+        Returns:
+            The committed entry's index and term.
+
+        Raises:
+            NotStarted: the node is not running.
+            PayloadTooLarge: ``data`` exceeds ``Options.max_payload_bytes``.
+            NoLeader: no leader was known within the timeout (not appended).
+            Rejected: the leader refused it (not appended).
+            CommitTimeout: appended but not committed in time (outcome unknown).
+        """
+        self._check_running()
+        if not isinstance(data, bytes):
+            raise TypeError(f"append() takes bytes, not {type(data).__name__}")
+        if len(data) > self.options.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"{len(data)} bytes > max_payload_bytes ({self.options.max_payload_bytes})"
+            )
+        timeout = self.options.append_timeout if timeout is None else timeout
+        pending = _Pending()
+        with trio.move_on_after(timeout):
+            while True:
+                self._next_request += 1
+                rid = self._next_request
+                pending = _Pending()
+                self._waiting[rid] = pending
+                try:
+                    self._events_send.send_nowait(Propose(rid, data))
+                    await pending.done.wait()
+                finally:
+                    del self._waiting[rid]
+                self._check_running()
+                if pending.rejection in (RejectReason.NO_LEADER, RejectReason.NOT_LEADER):
+                    # An election is under way: try again until the timeout.
+                    await trio.sleep(self.options.heartbeat_interval)
+                    continue
+                if pending.rejection is not None:
+                    raise Rejected(pending.rejection.value)
+                if pending.committed_term == pending.term:
+                    return AppendResult(pending.index, pending.term)
+                raise CommitTimeout(
+                    f"entry {pending.index} was replaced by another leader's entry; "
+                    "it was not committed"
+                )
+        if pending.rejection in (RejectReason.NO_LEADER, RejectReason.NOT_LEADER):
+            raise NoLeader(f"no leader accepted the entry within {timeout}s")
+        where = f"entry {pending.index} (term {pending.term})" if pending.index else "the entry"
+        raise CommitTimeout(f"{where} not seen committed within {timeout}s; it may still commit")
+
+    def committed(self, from_index: int = 1) -> list[CommittedEntry]:
+        """Committed entries from ``from_index`` on (the proposal's "Idea A", pulling).
+
+        No-op entries leaders write are included (``noop=True``) so indexes stay dense.
+        """
+        if from_index < 1:
+            raise ValueError("log indexes start at 1")
+        self._check_running()
+        return self._committed[from_index - 1 :]
+
+    async def subscribe(self, from_index: int = 1) -> AsyncIterator[CommittedEntry]:
+        """Every committed entry from ``from_index`` on, in order, exactly once ("Idea B").
+
+        Entries the leaders write for themselves (no-ops) are skipped.
+        """
+        if from_index < 1:
+            raise ValueError("log indexes start at 1")
+        self._check_running()
+        i = from_index
+        while True:
+            while i <= len(self._committed):
+                entry = self._committed[i - 1]
+                i += 1
+                if not entry.noop:
+                    yield entry
+            if self._closed:
+                return
+            await self._committed_changed.wait()
+
+    def on_commit(self, callback: Callable[[CommittedEntry], None]) -> None:
+        """Call ``callback`` with every entry committed from now on (no-ops skipped)."""
+        self._callbacks.append(callback)
+
+    def status(self) -> Status:
+        """Role, term, leader, commit/applied index and each peer's progress."""
+        self._check_running()
+        s = self._state
+        assert s is not None
+        peers = {}
+        for peer in s.config.peers:
+            pr = s.progress_of(peer)
+            if pr is not None:
+                peers[peer] = PeerStatus(pr.match_index, pr.next_index, pr.state.value)
+        return Status(
+            self.node_id, s.role, s.term, s.leader_id, s.commit_index, s.applied_index,
+            s.last_index, peers,
+        )
+
+
+@attrs.define
+class _Pending:
+    done: trio.Event = attrs.field(factory=trio.Event)
+    index: int = 0
+    term: int = 0
+    committed_term: int = 0
+    rejection: RejectReason | None = None
+
