@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench fuzz lint typecheck clean
+.PHONY: test demo demo-core bench fuzz lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: lint typecheck
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
+	$(BIN)/python examples/trio_demo.py
+
+demo-core: $(STAMP)
 	$(BIN)/python examples/core_demo.py
 
 bench: $(STAMP)

@@ -24,6 +24,15 @@ def test_demo_elects_commits_survives_partition_and_restart() -> None:
     assert out.stdout.rstrip().endswith("OK")
 
 
+def test_trio_demo_survives_a_killed_leader() -> None:
+    """`make demo`: 3 processes, SIGKILL the leader, every acknowledged write everywhere."""
+    out = run("examples/trio_demo.py")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "new leader" in out.stdout and "caught up" in out.stdout
+    assert out.stdout.count("20/20 present") == 3
+    assert out.stdout.rstrip().endswith("OK")
+
+
 def test_core_benchmark_smoke() -> None:
     """The benchmark runs and prints one row per case with a cost ratio."""
     out = run("benchmarks/bench_core.py", "--quick")
