@@ -51,20 +51,16 @@ def test_readme_property_test_example_runs(tmp_path: Path) -> None:
 
 def test_readme_trio_example_runs(tmp_path: Path) -> None:
     """The README's TCP example runs as written (on free ports) and commits its entry."""
-    import socket
     import subprocess
     import sys
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    from trio_demo import free_ports
 
     blocks = [b for b in python_blocks() if "from graft_trio import" in b]
     assert len(blocks) == 1
     code = blocks[0]
-    socks = [socket.socket() for _ in range(3)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    free = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    a, b, c = free
+    a, b, c = free_ports(3)
     code = code.replace('{"a": 7101, "b": 7102, "c": 7103}', f'{{"a": {a}, "b": {b}, "c": {c}}}')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, cwd=tmp_path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,17 +19,10 @@ from graft_trio import (
     StartupError,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+from trio_demo import free_ports
+
 FAST = Options(heartbeat_interval=0.02, election_timeout=0.2, append_timeout=5.0)
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def addresses(ids: list[str]) -> dict[str, tuple[str, int]]:
