@@ -27,6 +27,7 @@ from graft_trio._node import (
     StartupError,
     Status,
 )
+from graft_trio._storage import StorageCorruption, StorageError, StorageFailure, StorageMismatch
 
 __all__ = [
     "AppendResult",
@@ -42,4 +43,8 @@ __all__ = [
     "Rejected",
     "StartupError",
     "Status",
+    "StorageCorruption",
+    "StorageError",
+    "StorageFailure",
+    "StorageMismatch",
 ]

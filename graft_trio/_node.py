@@ -208,6 +208,8 @@ class Node:
         self._committed_changed = trio.Event()
         self._callbacks: list[Callable[[CommittedEntry], None]] = []
         self._waiting: dict[int, _Pending] = {}
+        self._by_index: dict[int, list[_Pending]] = {}
+        self._writing = False
         self._next_request = 0
         self._t0 = 0.0
         self._storage: _storage.Storage | None = None
@@ -222,8 +224,11 @@ class Node:
 
         Raises:
             StartupError: the data directory belongs to another cluster/node or
-                membership, or it is corrupt.
-            storage errors: a disk failure stops the node (fail-stop).
+                membership.
+            StorageCorruption: the data directory is corrupt (see its message).
+            ExceptionGroup[StorageFailure]: a disk error stopped the node
+                (fail-stop: nothing unwritten was acknowledged); catch it with
+                ``except* StorageFailure``.
         """
         if self._running or self._closed:
             raise StartupError("a Node runs once")
@@ -258,8 +263,9 @@ class Node:
             for pending in self._waiting.values():
                 pending.done.set()
             self._committed_changed.set()
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(storage.close)
+            if not self._writing:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(storage.close)
 
     async def __aenter__(self) -> Node:
         self._nursery_manager = trio.open_nursery()
@@ -329,7 +335,8 @@ class Node:
                 p = self._waiting.get(a.request_id)
                 if p is not None:
                     p.index, p.term = a.index, a.term
-                    self._check_applied(p)
+                    if not self._check_applied(p):
+                        self._by_index.setdefault(a.index, []).append(p)
             elif isinstance(a, ProposalRejected):
                 p = self._waiting.get(a.request_id)
                 if p is not None:
@@ -362,13 +369,17 @@ class Node:
                     cb(entry)
         changed, self._committed_changed = self._committed_changed, trio.Event()
         changed.set()
-        for p in list(self._waiting.values()):
-            self._check_applied(p)
+        # Wake the appends waiting on these indexes (indexed: O(entries), not O(waiters)).
+        for k in range(len(a.entries)):
+            for p in self._by_index.pop(a.first_index + k, ()):
+                self._check_applied(p)
 
-    def _check_applied(self, p: _Pending) -> None:
+    def _check_applied(self, p: _Pending) -> bool:
         if p.index and len(self._committed) >= p.index:
             p.committed_term = self._committed[p.index - 1].term
             p.done.set()
+            return True
+        return False
 
     async def _persister(self) -> None:
         storage = self._storage
@@ -382,7 +393,16 @@ class Node:
                     break
             # Group commit: one fsync for everything queued (thesis §10.2.1
             # lets the leader's write overlap its AppendEntries).
-            await trio.to_thread.run_sync(storage.write, batch)
+            # A hung disk must not hang shutdown: the thread may be abandoned
+            # (and the storage is then left open rather than closed under it).
+            self._writing = True
+            try:
+                await trio.to_thread.run_sync(storage.write, batch, abandon_on_cancel=True)
+            except _storage.StorageError as e:
+                self._failure = e
+                log.error("%s: stopping: %s", self.node_id, e)
+                raise
+            self._writing = False
             self._events_send.send_nowait(PersistCompleted(batch[-1].seq))
 
     # ------------------------------------------------------------------ transport
@@ -504,7 +524,14 @@ class Node:
                     await pending.done.wait()
                 finally:
                     del self._waiting[rid]
-                self._check_running()
+                if not self._running:
+                    if pending.rejection is not None:
+                        raise NotStarted(f"node {self.node_id!r} stopped")
+                    # It was proposed; it may still commit through the others.
+                    raise CommitTimeout(
+                        f"node {self.node_id!r} stopped while the entry was pending; "
+                        "it may still commit"
+                    ) from self._failure
                 if pending.rejection in (RejectReason.NO_LEADER, RejectReason.NOT_LEADER):
                     # An election is under way: try again until the timeout.
                     await trio.sleep(self.options.heartbeat_interval)
