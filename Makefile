@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine with only python3:
 #   make test   -- create .venv, install graft with its test extras, ruff, mypy --strict, pytest
 #   make demo   -- run the main demonstration
-# Also: make bench (core step benchmark), make fuzz SEEDS=N (long simulator sweep).
+# Also: make bench (core, simulator and TCP benchmarks), make fuzz SEEDS=N (long simulator
+# sweep), make demo-core (the in-memory core demo).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -35,6 +36,7 @@ demo-core: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
 	$(BIN)/python benchmarks/bench_sim.py
+	$(BIN)/python benchmarks/bench_trio.py
 
 # A long simulator sweep: make fuzz SEEDS=10000 [PROCESSES=2] [FIRST=0]
 SEEDS ?= 2000
