@@ -12,6 +12,7 @@ transport and its storage are here; the K/V store and the multi-process demo
 follow.
 """
 
+from graft_trio._network import MemoryNetwork, Network, TcpNetwork
 from graft_trio._node import (
     AppendResult,
     CommittedEntry,
@@ -31,6 +32,9 @@ from graft_trio._storage import StorageCorruption, StorageError, StorageFailure,
 
 __all__ = [
     "AppendResult",
+    "MemoryNetwork",
+    "Network",
+    "TcpNetwork",
     "CommitTimeout",
     "CommittedEntry",
     "Node",

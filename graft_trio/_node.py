@@ -56,7 +56,7 @@ from graft_core import (
     step,
 )
 from graft_core._rand import stable_key
-from graft_trio import _storage, _wire
+from graft_trio import _network, _storage, _wire
 
 log = logging.getLogger("graft_trio")
 
@@ -105,6 +105,10 @@ class Options:
     pre_vote: bool = True
     check_quorum: bool = True
     seed: int | None = None
+    #: Write to disk in a worker thread (the default, so the node keeps serving
+    #: during an fsync). Tests on trio's MockClock write inline instead: a thread
+    #: makes the clock jump while the write is in progress.
+    disk_in_thread: bool = True
 
 
 @attrs.frozen
@@ -159,6 +163,8 @@ class Node:
         data_dir: where it keeps its log and hard state.
         cluster_id: checked on every connection, so two clusters never mix.
         options: timing and limits.
+        network: how to reach peers; real TCP unless a test passes a
+            :class:`~graft_trio.MemoryNetwork`.
 
     Raises:
         StartupError: ``node_id`` among ``peers``, or an invalid configuration.
@@ -173,6 +179,7 @@ class Node:
         *,
         cluster_id: str = "graft",
         options: Options = Options(),
+        network: _network.Network | None = None,
     ) -> None:
         if node_id in peers:
             raise StartupError(f"node id {node_id!r} is also listed among its peers")
@@ -182,6 +189,7 @@ class Node:
         self.data_dir = Path(data_dir)
         self.cluster_id = cluster_id
         self.options = options
+        self._network: _network.Network = network if network is not None else _network.TcpNetwork()
         voters = tuple(sorted((node_id, *peers)))
         ms = 1000
         try:
@@ -235,17 +243,22 @@ class Node:
         meta = _storage.Metadata(self.cluster_id, self.node_id, self.config.voters)
         try:
             fsync = self.options.fsync
-            storage = await trio.to_thread.run_sync(
-                lambda: _storage.Storage.open(self.data_dir, metadata=meta, fsync=fsync)
-            )
+
+            def open_storage() -> _storage.Storage:
+                return _storage.Storage.open(self.data_dir, metadata=meta, fsync=fsync)
+
+            if self.options.disk_in_thread:
+                storage = await trio.to_thread.run_sync(open_storage)
+            else:
+                storage = open_storage()
         except _storage.StorageMismatch as e:
             raise StartupError(str(e)) from e
         self._storage = storage
         recovered = storage.recovered()
         self._t0 = trio.current_time()
         self._state = start(self.config, self._now(), recovered.durable)
-        listener = (await trio.open_tcp_listeners(self.address[1], host=self.address[0]))[0]
-        self._listen_port = listener.socket.getsockname()[1]
+        listener = await self._network.listen(self.address)
+        self._listen_port = listener.port
         self._running = True
         try:
             async with trio.open_nursery() as nursery:
@@ -264,8 +277,11 @@ class Node:
                 pending.done.set()
             self._committed_changed.set()
             if not self._writing:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(storage.close)
+                if self.options.disk_in_thread:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(storage.close)
+                else:
+                    storage.close()
 
     async def __aenter__(self) -> Node:
         self._nursery_manager = trio.open_nursery()
@@ -277,6 +293,11 @@ class Node:
     async def __aexit__(self, *exc: object) -> bool | None:
         self._own_nursery.cancel_scope.cancel()
         return await self._nursery_manager.__aexit__(*exc)  # type: ignore[arg-type]
+
+    @property
+    def running(self) -> bool:
+        """Whether the node is running (started and not yet stopped)."""
+        return self._running
 
     @property
     def port(self) -> int:
@@ -397,7 +418,10 @@ class Node:
             # (and the storage is then left open rather than closed under it).
             self._writing = True
             try:
-                await trio.to_thread.run_sync(storage.write, batch, abandon_on_cancel=True)
+                if self.options.disk_in_thread:
+                    await trio.to_thread.run_sync(storage.write, batch, abandon_on_cancel=True)
+                else:
+                    storage.write(batch)
             except _storage.StorageError as e:
                 self._failure = e
                 log.error("%s: stopping: %s", self.node_id, e)
@@ -407,13 +431,17 @@ class Node:
 
     # ------------------------------------------------------------------ transport
 
-    async def _serve(self, listener: trio.SocketListener) -> None:
-        async with listener, trio.open_nursery() as nursery:
-            while True:
-                stream = await listener.accept()
-                nursery.start_soon(self._inbound, stream)
+    async def _serve(self, listener: _network.Listener) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    stream = await listener.accept()
+                    nursery.start_soon(self._inbound, stream)
+        finally:
+            with trio.CancelScope(shield=True):
+                await listener.aclose()
 
-    async def _inbound(self, stream: trio.SocketStream) -> None:
+    async def _inbound(self, stream: trio.abc.Stream) -> None:
         max_frame = self.options.max_frame_bytes
         reader = _wire.FrameReader(max_frame=max_frame)
         members = frozenset(self.peers)
@@ -426,7 +454,7 @@ class Node:
                         if reader.buffered:
                             raise _wire.MalformedFrame("the peer stopped in the middle of a frame")
                         return
-                    reader.feed(data)
+                    reader.feed(bytes(data))
                     while True:
                         if peer is None:
                             # Until a peer says who it is, it may not make us buffer much.
@@ -460,7 +488,7 @@ class Node:
         host, port = self.peers[peer]
         while True:
             try:
-                stream = await trio.open_tcp_stream(host, port)
+                stream = await self._network.connect((host, port))
             except OSError:
                 await trio.sleep(delay)
                 delay = min(delay * 2, self.options.reconnect_max)

@@ -1,0 +1,122 @@
+"""graft_trio.Node on trio's MockClock: timing in virtual seconds, over a MemoryNetwork.
+
+Real time is not the point of these tests, so they run a whole cluster in
+memory on ``autojump_clock``: an election timeout of 10 seconds costs no real
+time, and the timing assertions are about virtual time, which no noisy
+machine can disturb.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from graft_core import Role
+from graft_trio import MemoryNetwork, Node, NoLeader, Options
+
+# Long, realistic timeouts: free on a MockClock.
+SLOW = Options(
+    heartbeat_interval=1.0, election_timeout=10.0, append_timeout=60.0, fsync=False,
+    disk_in_thread=False,
+)
+
+
+def addresses(n: int) -> dict[str, tuple[str, int]]:
+    return {f"n{k}": ("10.0.0.1", 7000 + k) for k in range(n)}
+
+
+@asynccontextmanager
+async def memory_cluster(
+    tmp: Path, n: int, options: Options = SLOW
+) -> AsyncIterator[tuple[dict[str, Node], dict[str, trio.CancelScope], MemoryNetwork]]:
+    net = MemoryNetwork()
+    addrs = addresses(n)
+    nodes = {
+        i: Node(i, a, {j: b for j, b in addrs.items() if j != i}, tmp / i, options=options,
+                network=net)
+        for i, a in addrs.items()
+    }
+    scopes = {i: trio.CancelScope() for i in nodes}
+    async with trio.open_nursery() as nursery:
+        for i, node in nodes.items():
+
+            async def run(node: Node = node, scope: trio.CancelScope = scopes[i], *,
+                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                with scope:
+                    await node.run(task_status=task_status)
+
+            await nursery.start(run)
+        yield nodes, scopes, net
+        nursery.cancel_scope.cancel()
+
+
+async def leader_of(nodes: dict[str, Node]) -> str:
+    while True:
+        live = [n for n in nodes.values() if n.running]
+        ids = {n.status().leader_id for n in live}
+        if len(ids) == 1 and None not in ids:
+            leader = ids.pop()
+            assert leader is not None
+            return leader
+        await trio.sleep(0.1)
+
+
+async def test_election_and_commit_in_virtual_time(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Raft §5.2 on trio's clock: the first leader within two maximum election timeouts."""
+    async with memory_cluster(tmp_path, 3) as (nodes, _, _):
+        t0 = trio.current_time()
+        leader = await leader_of(nodes)
+        elected_after = trio.current_time() - t0
+        # Election timeouts are drawn from [10 s, 20 s]; with pre-vote, one round.
+        assert 10.0 <= elected_after <= 2 * 20.0
+        result = await nodes["n2"].append(b"virtual")
+        assert nodes[leader].status().role is Role.LEADER
+        assert [e.data for e in nodes["n2"].committed(result.index)] == [b"virtual"]
+
+
+async def test_leader_loss_is_repaired_within_the_election_timeout_bound(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Stopping the leader: a new one within about two maximum election timeouts (§5.2)."""
+    async with memory_cluster(tmp_path, 5) as (nodes, scopes, _):
+        old = await leader_of(nodes)
+        await nodes[old].append(b"before")
+        scopes[old].cancel()
+        t0 = trio.current_time()
+        rest = {i: n for i, n in nodes.items() if i != old}
+        with trio.fail_after(120):
+            while True:
+                new = await leader_of(rest)
+                if new != old:
+                    break
+                await trio.sleep(0.5)
+        assert trio.current_time() - t0 <= 2 * 20.0 + 10.0
+        writer = next(iter(rest.values()))
+        await writer.append(b"after")
+        data = [e.data for e in writer.committed() if not e.noop]
+        assert data == [b"before", b"after"]
+
+
+async def test_no_quorum_means_no_leader_error_after_the_timeout(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """With a majority down, append() raises NoLeader after exactly its timeout (virtual)."""
+    async with memory_cluster(tmp_path, 3) as (nodes, scopes, _):
+        await leader_of(nodes)
+        for i in nodes:
+            if i != "n0":
+                scopes[i].cancel()
+        # n0 may keep believing in a leader until check-quorum fires (an election
+        # timeout); then it has no leader, and appends fail with NoLeader.
+        await trio.sleep(30)
+        t0 = trio.current_time()
+        with pytest.raises(NoLeader):
+            await nodes["n0"].append(b"nobody home", timeout=15)
+        assert 15 <= trio.current_time() - t0 < 16
