@@ -7,9 +7,9 @@
         for entry in node.committed(1): ...        # pull
         async for entry in node.subscribe(1): ...  # push
 
-The production shell is being built (issue graft_trio): the node, its
-transport and its storage are here; the K/V store and the multi-process demo
-follow.
+``graft_trio.kv`` is the replicated key/value store of the original proposal
+(``python -m graft_trio.kv serve|put|get``). ``MemoryNetwork`` runs a cluster
+in memory, for tests on trio's MockClock.
 """
 
 from graft_trio._network import MemoryNetwork, Network, TcpNetwork

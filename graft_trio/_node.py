@@ -214,7 +214,7 @@ class Node:
                                       trio.MemoryReceiveChannel[Message]]] = {}
         self._committed: list[CommittedEntry] = []
         self._committed_changed = trio.Event()
-        self._callbacks: list[Callable[[CommittedEntry], None]] = []
+        self._callbacks: list[tuple[int, Callable[[CommittedEntry], None]]] = []
         self._waiting: dict[int, _Pending] = {}
         self._by_index: dict[int, list[_Pending]] = {}
         self._writing = False
@@ -386,8 +386,9 @@ class Node:
             entry = CommittedEntry(index, e.term, e.data, e.kind is not EntryKind.NORMAL)
             self._committed.append(entry)
             if not entry.noop:
-                for cb in self._callbacks:
-                    cb(entry)
+                for start_index, cb in self._callbacks:
+                    if index >= start_index:
+                        cb(entry)
         changed, self._committed_changed = self._committed_changed, trio.Event()
         changed.set()
         # Wake the appends waiting on these indexes (indexed: O(entries), not O(waiters)).
@@ -606,9 +607,21 @@ class Node:
                 return
             await self._committed_changed.wait()
 
-    def on_commit(self, callback: Callable[[CommittedEntry], None]) -> None:
-        """Call ``callback`` with every entry committed from now on (no-ops skipped)."""
-        self._callbacks.append(callback)
+    def on_commit(
+        self, callback: Callable[[CommittedEntry], None], *, from_index: int = 1
+    ) -> None:
+        """Call ``callback`` with every committed entry from ``from_index`` on, once, in order.
+
+        No-ops are skipped. Entries already committed are delivered at once, the
+        rest as they commit; after a restart, pass the index the application
+        resumes from so nothing is delivered twice.
+        """
+        if from_index < 1:
+            raise ValueError("log indexes start at 1")
+        for entry in self._committed[from_index - 1 :]:
+            if not entry.noop:
+                callback(entry)
+        self._callbacks.append((max(from_index, len(self._committed) + 1), callback))
 
     def status(self) -> Status:
         """Role, term, leader, commit/applied index and each peer's progress."""

@@ -17,6 +17,7 @@ from graft_trio import (
     Options,
     PayloadTooLarge,
     StartupError,
+    _wire,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
@@ -196,6 +197,8 @@ async def test_garbage_frames_close_the_connection_not_the_node(tmp_path: Path) 
         await wait_for_leader(nodes)
         target = nodes["n1"]
         for junk in (
+            _wire.encode_hello("another-cluster", "n0", "n1"),  # wrong cluster id
+            _wire.encode_hello("graft", "n0", "n2"),  # addressed to another node
             b"\x00\x00\x00\x05hello",  # not a HELLO
             b"\xff\xff\xff\xff",  # oversize header
             b"\x00\x00\x00\x02\x93\x01",  # truncated msgpack
@@ -207,7 +210,7 @@ async def test_garbage_frames_close_the_connection_not_the_node(tmp_path: Path) 
                     while await s.receive_some(1024):
                         pass
         with trio.fail_after(5):
-            while target.dropped_frames < 3:
+            while target.dropped_frames < 5:
                 await trio.sleep(0.01)
         await nodes["n2"].append(b"still alive")
         await wait_committed(nodes, 1)

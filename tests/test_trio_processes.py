@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -104,5 +106,20 @@ async def test_sigkill_leader_mid_write_loses_nothing_and_stays_linearizable(
                 op.value for op in puts if op.ret is None or op.ret > last.call
             }
             assert dumps[0]["data"][key] in allowed
+
+        # The shipped client command talks to any node.
+        def cli(*args: str) -> Any:
+            out = subprocess.run(
+                [sys.executable, "-m", "graft_trio.kv", *args], capture_output=True, text=True,
+                timeout=60,
+            )
+            assert out.returncode == 0, out.stdout + out.stderr
+            return json.loads(out.stdout)
+
+        server_a = f"127.0.0.1:{cluster.client[IDS[0]]}"
+        server_b = f"127.0.0.1:{cluster.client[IDS[1]]}"
+        assert (await trio.to_thread.run_sync(cli, "put", "--server", server_a, "cli", "yes"))["ok"]
+        got = await trio.to_thread.run_sync(cli, "get", "--server", server_b, "cli")
+        assert got == {"ok": True, "value": "yes"}
     finally:
         cluster.stop_all()
