@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,17 +34,10 @@ from graft_core import Role
 from graft_trio import Node, NodeError, NotStarted, Options, _storage
 from graft_trio._storage import StorageFailure, _OsFs
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+from trio_demo import free_ports
+
 FAST = Options(heartbeat_interval=0.02, election_timeout=0.2, append_timeout=5.0)
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class DyingDisk(_OsFs):
