@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 import attrs
@@ -218,6 +218,8 @@ class Node:
         self._waiting: dict[int, _Pending] = {}
         self._by_index: dict[int, list[_Pending]] = {}
         self._writing = False
+        #: peer -> the cancel scope of its accepted connection (the newest wins).
+        self._links: dict[str, trio.CancelScope] = {}
         self._next_request = 0
         self._t0 = 0.0
         self._storage: _storage.Storage | None = None
@@ -265,9 +267,9 @@ class Node:
                 nursery.start_soon(self._serve, listener)
                 nursery.start_soon(self._persister)
                 for peer in sorted(self.peers):
-                    send, recv = trio.open_memory_channel[Message](self.options.peer_queue)
-                    self._queues[peer] = (send, recv)
-                    nursery.start_soon(self._sender, peer, recv)
+                    self._queues[peer] = trio.open_memory_channel[Message](self.options.peer_queue)
+                    if self.node_id < peer:
+                        nursery.start_soon(self._dialer, peer)
                 task_status.started()
                 await self._drive()
         finally:
@@ -442,77 +444,126 @@ class Node:
             with trio.CancelScope(shield=True):
                 await listener.aclose()
 
-    async def _inbound(self, stream: trio.abc.Stream) -> None:
-        max_frame = self.options.max_frame_bytes
-        reader = _wire.FrameReader(max_frame=max_frame)
+    # One connection per peer pair: the node with the smaller id dials, the
+    # other accepts; both directions share it. Each side says HELLO (cluster,
+    # sender, recipient, schema version) and checks the other's.
+
+    async def _read_hello(self, stream: trio.abc.Stream, reader: _wire.FrameReader) -> str:
         members = frozenset(self.peers)
-        peer: str | None = None
+        while True:
+            # Until a peer says who it is, it may not make us buffer much.
+            frame = reader.next_frame(max_frame=_wire.MAX_HELLO_FRAME)
+            if frame is not None:
+                hello = _wire.decode_hello_untrusted(
+                    frame, cluster_id=self.cluster_id, me=self.node_id, members=members
+                )
+                return hello.src
+            data = await stream.receive_some(65536)
+            if not data:
+                raise _wire.MalformedFrame("the peer closed the connection before its HELLO")
+            reader.feed(bytes(data))
+
+    async def _inbound(self, stream: trio.abc.Stream) -> None:
+        """A connection a peer with a smaller id opened to us."""
+        reader = _wire.FrameReader(max_frame=self.options.max_frame_bytes)
         try:
             async with stream:
-                while True:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        if reader.buffered:
-                            raise _wire.MalformedFrame("the peer stopped in the middle of a frame")
-                        return
-                    reader.feed(bytes(data))
-                    while True:
-                        if peer is None:
-                            # Until a peer says who it is, it may not make us buffer much.
-                            frame = reader.next_frame(max_frame=_wire.MAX_HELLO_FRAME)
-                            if frame is None:
-                                break
-                            hello = _wire.decode_hello_untrusted(
-                                frame, cluster_id=self.cluster_id, me=self.node_id,
-                                members=members,
-                            )
-                            peer = hello.src
-                            continue
-                        frame = reader.next_frame()
-                        if frame is None:
-                            break
-                        batch = _wire.decode_batch_untrusted(
-                            frame, max_frame=max_frame, expected_src=peer,
-                            expected_dst=self.node_id,
-                        )
-                        for m in batch:
-                            self._events_send.send_nowait(MessageReceived(m))
+                peer = await self._read_hello(stream, reader)
+                if not peer < self.node_id:
+                    raise _wire.MalformedFrame(f"{peer!r} dialled, but {self.node_id!r} dials it")
+                await stream.send_all(_wire.encode_hello(self.cluster_id, self.node_id, peer))
+                # The newest connection from a peer replaces an older one.
+                old = self._links.pop(peer, None)
+                if old is not None:
+                    old.cancel()
+                with trio.CancelScope() as scope:
+                    self._links[peer] = scope
+                    await self._pump(stream, reader, peer)
+                if self._links.get(peer) is scope:
+                    del self._links[peer]
         except _wire.WireError as e:
-            self.dropped_frames += 1
-            log.warning("%s: closing a peer connection: %s: %s", self.node_id,
-                        type(e).__name__, e)
+            self._wire_error(e)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return
 
-    async def _sender(self, peer: str, queue: trio.MemoryReceiveChannel[Message]) -> None:
+    async def _dialer(self, peer: str) -> None:
+        """Keep our one connection to ``peer`` (a larger id) up, with backoff."""
         delay = self.options.reconnect_min
-        host, port = self.peers[peer]
+        address = self.peers[peer]
         while True:
             try:
-                stream = await self._network.connect((host, port))
+                stream = await self._network.connect(address)
             except OSError:
                 await trio.sleep(delay)
                 delay = min(delay * 2, self.options.reconnect_max)
                 continue
             delay = self.options.reconnect_min
+            reader = _wire.FrameReader(max_frame=self.options.max_frame_bytes)
             try:
                 async with stream:
-                    await stream.send_all(
-                        _wire.encode_hello(self.cluster_id, self.node_id, peer)
-                    )
-                    while True:
-                        batch = [await queue.receive()]
-                        while len(batch) < 4096:
-                            try:
-                                batch.append(queue.receive_nowait())
-                            except trio.WouldBlock:
-                                break
-                        for frame in _wire.encode_batches(
-                            batch, max_frame=self.options.max_frame_bytes
-                        ):
-                            await stream.send_all(frame)
+                    await stream.send_all(_wire.encode_hello(self.cluster_id, self.node_id, peer))
+                    who = await self._read_hello(stream, reader)
+                    if who != peer:
+                        raise _wire.UnknownSender(f"{address} answered as {who!r}, not {peer!r}")
+                    await self._pump(stream, reader, peer)
+            except _wire.WireError as e:
+                self._wire_error(e)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                await trio.sleep(delay)
+                pass
+            await trio.sleep(delay)
+
+    def _wire_error(self, e: _wire.WireError) -> None:
+        self.dropped_frames += 1
+        log.warning("%s: closing a peer connection: %s: %s", self.node_id, type(e).__name__, e)
+
+    async def _pump(self, stream: trio.abc.Stream, reader: _wire.FrameReader, peer: str) -> None:
+        """Both directions of one peer connection, until either breaks."""
+        async with trio.open_nursery() as nursery:
+
+            async def guarded(loop: Callable[[], Awaitable[None]]) -> None:
+                # Each direction handles its own errors, so the nursery only
+                # ever sees cancellation; either one ending ends both.
+                try:
+                    await loop()
+                except _wire.WireError as e:
+                    self._wire_error(e)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+                finally:
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(guarded, lambda: self._write_loop(stream, peer))
+            nursery.start_soon(guarded, lambda: self._read_loop(stream, reader, peer))
+
+    async def _read_loop(
+        self, stream: trio.abc.Stream, reader: _wire.FrameReader, peer: str
+    ) -> None:
+        max_frame = self.options.max_frame_bytes
+        while True:
+            while (frame := reader.next_frame()) is not None:
+                batch = _wire.decode_batch_untrusted(
+                    frame, max_frame=max_frame, expected_src=peer, expected_dst=self.node_id
+                )
+                for m in batch:
+                    self._events_send.send_nowait(MessageReceived(m))
+            data = await stream.receive_some(65536)
+            if not data:
+                if reader.buffered:
+                    raise _wire.MalformedFrame("the peer stopped in the middle of a frame")
+                return
+            reader.feed(bytes(data))
+
+    async def _write_loop(self, stream: trio.abc.Stream, peer: str) -> None:
+        queue = self._queues[peer][1]
+        while True:
+            batch = [await queue.receive()]
+            while len(batch) < 4096:
+                try:
+                    batch.append(queue.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            for frame in _wire.encode_batches(batch, max_frame=self.options.max_frame_bytes):
+                await stream.send_all(frame)
 
     # ------------------------------------------------------------------ the API
 

@@ -174,3 +174,35 @@ async def test_async_with_runs_and_stops_the_node(
         result = await node.append(b"alone")
         assert result.index >= 1
     assert not node.running
+
+
+class CountingNetwork(MemoryNetwork):
+    def __init__(self) -> None:
+        super().__init__()
+        self.connections = 0
+
+    async def connect(self, address: tuple[str, int]) -> trio.abc.Stream:
+        stream = await super().connect(address)
+        self.connections += 1
+        return stream
+
+
+async def test_one_connection_per_peer_pair(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Five nodes hold ten connections (one per pair), carrying both directions."""
+    net = CountingNetwork()
+    addrs = addresses(5)
+    nodes = [
+        Node(i, a, {j: b for j, b in addrs.items() if j != i}, tmp_path / i, options=SLOW,
+             network=net)
+        for i, a in addrs.items()
+    ]
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            await nursery.start(node.run)
+        await leader_of({n.node_id: n for n in nodes})
+        for k in range(5):
+            await nodes[k].append(b"x%d" % k)
+        assert net.connections == 5 * 4 // 2
+        nursery.cancel_scope.cancel()
