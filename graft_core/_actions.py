@@ -102,7 +102,6 @@ class DropReason(enum.Enum):
     WRONG_RECIPIENT = "wrong recipient"
     STALE_TERM = "stale term"
     OUT_OF_RANGE = "index out of range"
-    CONFLICTS_WITH_COMMITTED = "conflicts with committed entries"
     LEADER_LEASE = "vote request while a leader is known"
     UNEXPECTED = "unexpected in this role"
 

@@ -150,7 +150,7 @@ class Status:
     peers: Mapping[str, PeerStatus]
 
 
-Address = tuple[str, int]
+Address = _network.Address
 
 
 class Node:
