@@ -17,7 +17,8 @@ Ordering contract (the shell must honour it; the core relies on it)
    to what it has persisted.
 3. **Apply is in order, exactly once.** :class:`Apply` batches follow each other
    without gaps or repeats, and only contain committed entries the node has
-   itself persisted.
+   itself persisted. A :class:`RestoreSnapshot` replaces everything applied so
+   far by a durable snapshot; the next Apply continues right after it.
 4. Within one step's output the relative order of actions is meaningful only
    among Persists (by ``seq``) and among Applies (by index).
 """
@@ -28,8 +29,9 @@ import enum
 
 import attrs
 
-from graft_core._messages import Message, RejectReason
-from graft_core._types import Entry, HardState, Role
+from graft_core._membership import Membership
+from graft_core._messages import InstallSnapshot, Message, RejectReason
+from graft_core._types import Entry, HardState, Role, SnapshotMeta
 
 
 @attrs.frozen(slots=True)
@@ -40,12 +42,36 @@ class Send:
 
 
 @attrs.frozen(slots=True)
+class SnapshotChunk:
+    """Bytes ``offset ..`` of the snapshot ``meta`` that a leader is sending us.
+
+    ``offset == 0`` starts a new incoming snapshot (forget any partial one);
+    otherwise ``offset`` is exactly the number of bytes received so far.
+    ``done`` marks the last chunk.
+    """
+
+    meta: SnapshotMeta
+    offset: int
+    data: bytes
+    done: bool
+
+
+@attrs.frozen(slots=True)
 class Persist:
     """Make state durable, then acknowledge with ``PersistCompleted(seq)``.
 
-    In order: if ``truncate_from`` is set, delete every stored entry with index
-    ``>= truncate_from``; then store ``entries`` at ``first_index``,
-    ``first_index + 1``, ...; then, if ``hard_state`` is set, store it.
+    In order:
+
+    1. if ``snapshot`` is set, write its chunk into the incoming snapshot; if it
+       is the last chunk, make the whole snapshot durable and then make it the
+       node's snapshot: stored entries up to ``snapshot.meta.index`` are no
+       longer needed, and if the stored entry at that index does not have the
+       snapshot's term, every later stored entry is void too (Raft §7 -- a
+       recovery that finds the snapshot applies the same rule);
+    2. if ``truncate_from`` is set, delete every stored entry with index
+       ``>= truncate_from``;
+    3. store ``entries`` at ``first_index``, ``first_index + 1``, ...;
+    4. if ``hard_state`` is set, store it.
     """
 
     seq: int
@@ -53,6 +79,34 @@ class Persist:
     truncate_from: int | None
     first_index: int
     entries: tuple[Entry, ...]
+    snapshot: SnapshotChunk | None = None
+
+
+@attrs.frozen(slots=True)
+class SendSnapshot:
+    """Send a chunk of this node's durable snapshot to a follower (Raft §7).
+
+    Fill ``message.data`` with up to ``max_bytes`` bytes of the snapshot at
+    ``message.meta.index``, starting at ``message.offset``; set
+    ``message.done`` if they reach its end; send it (``attrs.evolve`` builds
+    the filled message). If the shell no longer holds that snapshot (a newer
+    one replaced it), it sends nothing: the leader restarts the transfer with
+    its current snapshot when the follower next answers a heartbeat.
+    """
+
+    message: InstallSnapshot
+    max_bytes: int
+
+
+@attrs.frozen(slots=True)
+class RestoreSnapshot:
+    """Replace the state machine by the durable snapshot ``meta`` (Raft §7).
+
+    Everything applied so far is superseded; the next :class:`Apply` starts at
+    ``meta.index + 1``.
+    """
+
+    meta: SnapshotMeta
 
 
 @attrs.frozen(slots=True)
@@ -83,6 +137,47 @@ class ProposalRejected:
     request_id: int
     reason: RejectReason
     leader_hint: str | None = None
+    #: Why, for humans (e.g. what is invalid about a membership change).
+    detail: str = ""
+
+
+@attrs.frozen(slots=True)
+class ReadReady:
+    """The read ``request_id`` is linearizable once the state machine has
+    applied ``index`` (thesis §6.4): answer it from local state then."""
+
+    request_id: int
+    index: int
+
+
+@attrs.frozen(slots=True)
+class ReadRejected:
+    """The read ``request_id`` could not be served; ``leader_hint`` may help retry."""
+
+    request_id: int
+    reason: RejectReason
+    leader_hint: str | None = None
+
+
+@attrs.frozen(slots=True)
+class MembershipChanged:
+    """For observers and the shell: the configuration this node uses changed.
+
+    ``index`` is the log index of the configuration entry (or snapshot) it came
+    from. It is in effect at once (thesis §4.1), before it is committed, and may
+    still be rolled back by a truncation -- which reports the older one again.
+    """
+
+    membership: Membership
+    index: int
+
+
+@attrs.frozen(slots=True)
+class TransferAborted:
+    """A leadership transfer to ``target`` was given up (thesis §3.10)."""
+
+    target: str
+    reason: str
 
 
 @attrs.frozen(slots=True)
@@ -120,5 +215,17 @@ class MessageDropped:
 
 
 Action = (
-    Send | Persist | Apply | ProposalAccepted | ProposalRejected | RoleChanged | MessageDropped
+    Send
+    | Persist
+    | Apply
+    | ProposalAccepted
+    | ProposalRejected
+    | RoleChanged
+    | MessageDropped
+    | SendSnapshot
+    | RestoreSnapshot
+    | ReadReady
+    | ReadRejected
+    | MembershipChanged
+    | TransferAborted
 )

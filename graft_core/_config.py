@@ -24,8 +24,13 @@ class Config:
     heartbeats every 100, elections after 1000-2000 without a leader.
 
     Args:
-        node_id: this node's id; must appear in ``voters``.
-        voters: the ids of every voting member, this node included.
+        node_id: this node's id; must appear in ``voters`` unless ``joining``.
+        voters: the cluster's initial voters (its bootstrap configuration).
+            Configuration entries in the log and snapshots override it
+            (thesis §4.1); a restarted node uses the latest one it stored.
+        joining: this node is not in the bootstrap configuration and waits to
+            be added by a membership change (it never campaigns until it is a
+            voter, and accepts the log from whichever leader contacts it).
         seed: seeds this node's election-timeout draws (see ``_rand``).
         heartbeat_interval: how often a leader sends heartbeats.
         election_timeout: the minimum election timeout.
@@ -48,6 +53,15 @@ class Config:
         max_proposal_bytes: the largest payload accepted by ``Propose``.
         max_uncommitted_entries: a leader drops new proposals while this many
             entries are appended but not committed (flow control).
+        snapshot_trailing_entries: after a snapshot, keep this many entries
+            before it in memory so that slightly slow followers catch up from
+            the log rather than by a whole snapshot (etcd keeps 5,000).
+        snapshot_chunk_bytes: the largest InstallSnapshot chunk (bounds memory
+            on both sides of a transfer).
+        lease_reads: serve ``ReadIndex`` from the leader lease when it is valid
+            (no heartbeat round); requires ``check_quorum`` (thesis §6.4.1).
+        lease_drift_percent: the lease is shortened by this share of the
+            election timeout to allow for clock-rate drift between nodes.
 
     Raises:
         ConfigError: on any invalid field.
@@ -55,6 +69,7 @@ class Config:
 
     node_id: str
     voters: tuple[str, ...]
+    joining: bool = False
     seed: int = 0
     heartbeat_interval: int = 100
     election_timeout: int = 1000
@@ -67,8 +82,11 @@ class Config:
     max_inflight: int = 256
     max_proposal_bytes: int = 1 << 20
     max_uncommitted_entries: int = 100_000
+    snapshot_trailing_entries: int = 1024
+    snapshot_chunk_bytes: int = 1 << 20
+    lease_reads: bool = False
+    lease_drift_percent: int = 10
     # Derived, filled in by __attrs_post_init__.
-    peers: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
     node_key: int = attrs.field(init=False, eq=False, repr=False)
     timeout_max: int = attrs.field(init=False, eq=False, repr=False)
 
@@ -85,8 +103,15 @@ class Config:
         if len(set(self.voters)) != len(self.voters):
             dupes = sorted({v for v in self.voters if self.voters.count(v) > 1})
             raise ConfigError(f"duplicate voter ids: {dupes}")
-        if self.node_id not in self.voters:
-            raise ConfigError(f"node_id {self.node_id!r} is not among voters {self.voters}")
+        if not isinstance(self.joining, bool):
+            raise ConfigError("joining must be a bool")
+        if (self.node_id in self.voters) == self.joining:
+            if self.joining:
+                raise ConfigError(f"joining node {self.node_id!r} is already a voter")
+            raise ConfigError(
+                f"node_id {self.node_id!r} is not among voters {self.voters} "
+                "(pass joining=True for a node that waits to be added)"
+            )
         if type(self.seed) is not int:
             raise ConfigError(f"seed must be an int, got {self.seed!r}")
         for name in (
@@ -97,6 +122,7 @@ class Config:
             "max_inflight",
             "max_proposal_bytes",
             "max_uncommitted_entries",
+            "snapshot_chunk_bytes",
         ):
             _positive(name, getattr(self, name))
         if self.heartbeat_interval >= self.election_timeout:
@@ -112,16 +138,23 @@ class Config:
                 f"election_timeout_max ({tmax}) is below election_timeout "
                 f"({self.election_timeout})"
             )
-        for flag in ("pre_vote", "check_quorum", "forward_proposals"):
+        for flag in ("pre_vote", "check_quorum", "forward_proposals", "lease_reads"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be a bool")
-        # Peers in sorted order: every loop over them is deterministic.
-        peers = tuple(sorted(v for v in self.voters if v != self.node_id))
-        object.__setattr__(self, "peers", peers)
+        trailing = self.snapshot_trailing_entries
+        if type(trailing) is not int or trailing < 0:
+            raise ConfigError(f"snapshot_trailing_entries must be an int >= 0, got {trailing!r}")
+        drift = self.lease_drift_percent
+        if type(drift) is not int or not 0 <= drift < 100:
+            raise ConfigError(f"lease_drift_percent must be an int in 0..99, got {drift!r}")
+        if self.lease_reads and not self.check_quorum:
+            # Without check-quorum a deposed leader never learns it lost its
+            # majority, so a lease would let it serve stale reads (§6.4.1).
+            raise ConfigError("lease_reads requires check_quorum")
         object.__setattr__(self, "node_key", stable_key(self.node_id))
         object.__setattr__(self, "timeout_max", tmax)
 
     @property
-    def quorum(self) -> int:
-        """The size of a majority of the voters (Raft §5.2)."""
-        return len(self.voters) // 2 + 1
+    def lease_duration(self) -> int:
+        """How long a quorum's heartbeat acknowledgements keep a leader's lease."""
+        return self.election_timeout * (100 - self.lease_drift_percent) // 100

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import attrs
 
-from graft_core._errors import EventError, ProposalError
+from graft_core._errors import ConfigError, EventError, ProposalError
+from graft_core._membership import ChangeOp
 from graft_core._messages import Message
 from graft_core._types import DurableState
 
@@ -111,4 +112,95 @@ class Restart:
     applied_index: int = 0
 
 
-Event = Tick | MessageReceived | Propose | PersistCompleted | Restart
+@attrs.frozen(slots=True)
+class SnapshotSaved:
+    """The shell durably saved a snapshot of the state machine at ``index``.
+
+    Its metadata is ``state.snapshot_meta(index)``, taken when the application
+    had applied ``index``. The node compacts its log up to ``index`` (keeping
+    ``Config.snapshot_trailing_entries`` for slow followers) and sends the
+    snapshot to followers that need entries it no longer has (Raft §7). An
+    index at or below the node's current snapshot is ignored.
+    """
+
+    index: int
+
+    def __attrs_post_init__(self) -> None:
+        if type(self.index) is not int or self.index < 1:
+            raise EventError(f"SnapshotSaved.index must be a positive int, got {self.index!r}")
+
+
+@attrs.frozen(slots=True)
+class ChangeMembership:
+    """Ask the leader to change the configuration (thesis §4).
+
+    A change that adds or removes at most one voter is made directly (the
+    single-server change of thesis §4.1); a larger one goes through the joint
+    configuration C_old,new and leaves it automatically once it is committed
+    (thesis §4.3). The answer is a ``ProposalAccepted``/``ProposalRejected``
+    carrying ``request_id``, like a proposal's.
+
+    Raises:
+        ConfigError: ``ops`` is empty or not a tuple of :class:`ChangeOp`.
+    """
+
+    request_id: int
+    ops: tuple[ChangeOp, ...]
+
+    def __attrs_post_init__(self) -> None:
+        if type(self.request_id) is not int:
+            raise ProposalError(f"request_id must be an int, got {self.request_id!r}")
+        if type(self.ops) is not tuple or not self.ops:
+            raise ConfigError("ops must be a non-empty tuple of ChangeOp")
+        for op in self.ops:
+            if type(op) is not ChangeOp:
+                raise ConfigError(f"not a ChangeOp: {op!r}")
+        nodes = [op.node for op in self.ops]
+        if len(set(nodes)) != len(nodes):
+            raise ConfigError(f"one change names a node twice: {nodes}")
+
+
+@attrs.frozen(slots=True)
+class TransferLeadership:
+    """Ask the leader to hand leadership to ``target`` (thesis §3.10).
+
+    ``None`` picks the most up-to-date voter. The leader brings the target's
+    log up to date, then tells it to start an election at once (TimeoutNow);
+    new proposals are rejected meanwhile. A transfer not done within an
+    election timeout is aborted (:class:`~graft_core.TransferAborted`).
+    """
+
+    target: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.target is not None and (type(self.target) is not str or not self.target):
+            raise EventError(f"target must be a node id or None, got {self.target!r}")
+
+
+@attrs.frozen(slots=True)
+class ReadIndex:
+    """Ask for a linearizable read point (thesis §6.4) without writing the log.
+
+    Answered by :class:`~graft_core.ReadReady` (serve the read once the state
+    machine has applied its ``index``) or :class:`~graft_core.ReadRejected`.
+    Use a fresh ``request_id`` for every attempt.
+    """
+
+    request_id: int
+
+    def __attrs_post_init__(self) -> None:
+        if type(self.request_id) is not int:
+            raise EventError(f"request_id must be an int, got {self.request_id!r}")
+
+
+Event = (
+    Tick
+    | MessageReceived
+    | Propose
+    | PersistCompleted
+    | Restart
+    | SnapshotSaved
+    | ChangeMembership
+    | TransferLeadership
+    | ReadIndex
+)

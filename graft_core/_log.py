@@ -5,8 +5,8 @@ entries of its own term after those it already has, Raft §5.3), so "the last
 index at or before ``i`` whose term is at most ``t``" is a binary search.
 
 Indexes start at 1 (Raft Figure 2). ``offset`` is the index just before the
-first entry held -- 0 today; log compaction (snapshots) will raise it, with
-``offset_term`` the term of that index.
+first entry held: 0, until log compaction (Raft §7) discards a prefix that a
+snapshot covers; ``offset_term`` is the term of entry ``offset``.
 
 Entries live in a persistent vector, so appending to a log of a million
 entries costs about what appending to a log of a thousand does, and every
@@ -68,6 +68,16 @@ class RaftLog:
     def truncate_from(self, index: int) -> RaftLog:
         """The log without the entries at ``index`` and after (``index > offset``)."""
         return RaftLog(self.entries.take(index - self.offset - 1), self.offset, self.offset_term)
+
+    def compact_to(self, index: int) -> RaftLog:
+        """The log without the entries up to ``index`` (``offset <= index <= last_index``).
+
+        Costs O(entries kept); it runs once per snapshot, not per entry.
+        """
+        term = self.term_at(index)
+        assert term is not None
+        kept = self.entries.slice(index - self.offset, len(self.entries))
+        return RaftLog(PVector.from_iterable(kept), index, term)
 
     def find_conflict_by_term(self, index: int, term: int) -> tuple[int, int]:
         """The last ``(i, term_at(i))`` with ``i <= index`` and ``term_at(i) <= term``.

@@ -18,7 +18,9 @@ import enum
 
 import attrs
 
-from graft_core._types import Entry, EntryKind
+from graft_core._errors import ConfigError
+from graft_core._membership import Membership
+from graft_core._types import Entry, EntryKind, SnapshotMeta
 
 
 class RejectReason(enum.Enum):
@@ -32,6 +34,15 @@ class RejectReason(enum.Enum):
     DROPPED = "dropped"
     #: A forwarded payload exceeded the leader's ``max_proposal_bytes``.
     TOO_LARGE = "too large"
+    #: The leader is handing leadership over (thesis §3.10); retry at the new one.
+    TRANSFERRING = "leadership transfer in progress"
+    #: A membership change is still uncommitted (or joint): one at a time.
+    CHANGE_IN_PROGRESS = "membership change in progress"
+    #: The leader has not yet committed an entry of its term (the 2015 fix to
+    #: single-server changes; thesis §6.4 step 1 for reads): retry shortly.
+    NOT_READY = "leader not ready"
+    #: The membership change is invalid against the leader's configuration.
+    INVALID_CHANGE = "invalid membership change"
 
 
 @attrs.frozen(slots=True)
@@ -48,6 +59,9 @@ class VoteRequest:
     last_log_index: int
     last_log_term: int
     pre_vote: bool = False
+    #: Sent on the leader's request (TimeoutNow, thesis §3.10): voters grant it
+    #: even within their leader lease.
+    transfer: bool = False
 
 
 @attrs.frozen(slots=True)
@@ -103,15 +117,87 @@ class Heartbeat:
     src: str
     dst: str
     leader_commit: int
+    #: The leader's heartbeat round: a response echoing it proves the follower
+    #: still accepted this leader after the round began (ReadIndex, thesis §6.4).
+    read_seq: int = 0
 
 
 @attrs.frozen(slots=True)
 class HeartbeatResponse:
-    """Reply to :class:`Heartbeat`."""
+    """Reply to :class:`Heartbeat`, echoing its ``read_seq``."""
 
     term: int
     src: str
     dst: str
+    read_seq: int = 0
+
+
+@attrs.frozen(slots=True)
+class InstallSnapshot:
+    """InstallSnapshot RPC (Raft §7), one chunk: bytes ``offset..`` of ``meta``'s data."""
+
+    term: int
+    src: str
+    dst: str
+    meta: SnapshotMeta
+    offset: int
+    data: bytes = b""
+    done: bool = False
+
+
+@attrs.frozen(slots=True)
+class InstallSnapshotResponse:
+    """Reply to :class:`InstallSnapshot` for the snapshot at ``index``.
+
+    ``next_offset`` is how many bytes the follower holds (the leader resumes
+    there). ``done`` means the follower needs no more of it: it installed it,
+    or already had everything it covers; ``match_index`` is then the last index
+    the follower holds in agreement with the leader.
+    """
+
+    term: int
+    src: str
+    dst: str
+    index: int
+    next_offset: int
+    done: bool = False
+    match_index: int = 0
+
+
+@attrs.frozen(slots=True)
+class TimeoutNow:
+    """Leadership transfer (thesis §3.10): start an election now."""
+
+    term: int
+    src: str
+    dst: str
+
+
+@attrs.frozen(slots=True)
+class ReadIndexRequest:
+    """A follower asks the leader for a linearizable read index (thesis §6.4).
+
+    Like forwarding, outside the term rules. ``request_id`` is unique per
+    attempt, so an answer to an earlier attempt can never satisfy a retry.
+    """
+
+    term: int
+    src: str
+    dst: str
+    request_id: int
+
+
+@attrs.frozen(slots=True)
+class ReadIndexResponse:
+    """The leader's answer: ``index`` once leadership was confirmed, or a rejection."""
+
+    term: int
+    src: str
+    dst: str
+    request_id: int
+    index: int = 0
+    rejection: RejectReason | None = None
+    leader_hint: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -156,6 +242,11 @@ Message = (
     | HeartbeatResponse
     | ForwardProposal
     | ForwardResponse
+    | InstallSnapshot
+    | InstallSnapshotResponse
+    | TimeoutNow
+    | ReadIndexRequest
+    | ReadIndexResponse
 )
 
 MESSAGE_TYPES: tuple[type, ...] = (
@@ -167,7 +258,33 @@ MESSAGE_TYPES: tuple[type, ...] = (
     HeartbeatResponse,
     ForwardProposal,
     ForwardResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    TimeoutNow,
+    ReadIndexRequest,
+    ReadIndexResponse,
 )
+
+
+def _bad_entry_data(e: Entry) -> str | None:
+    if e.kind is EntryKind.CONFIG:
+        try:
+            Membership.decode_untrusted(e.data)
+        except ConfigError as err:
+            return f"a configuration entry does not decode: {err}"
+    return None
+
+
+def _bad_meta(meta: object, term: int) -> str | None:
+    if type(meta) is not SnapshotMeta:
+        return "meta is not a SnapshotMeta"
+    if not (_is_index(meta.index) and _is_index(meta.term)) or meta.index == 0:
+        return "snapshot index/term are not valid"
+    if meta.term == 0 or meta.term > term:
+        return "snapshot term is zero or newer than the message term"
+    if type(meta.membership) is not Membership:
+        return "snapshot membership is not a Membership"
+    return None
 
 
 def _is_index(x: object) -> bool:
@@ -209,6 +326,9 @@ def malformed_reason(msg: object) -> str | None:
                 # has no leader, so no entry.
                 return "entry terms are out of order or newer than the message term"
             previous = e.term
+            bad = _bad_entry_data(e)
+            if bad is not None:
+                return bad
         return None
     if isinstance(m, AppendResponse):
         if type(m.success) is not bool:
@@ -221,8 +341,8 @@ def malformed_reason(msg: object) -> str | None:
     if isinstance(m, VoteRequest):
         if not (_is_index(m.last_log_index) and _is_index(m.last_log_term)):
             return "last_log_index/last_log_term are not non-negative ints"
-        if type(m.pre_vote) is not bool:
-            return "pre_vote is not a bool"
+        if type(m.pre_vote) is not bool or type(m.transfer) is not bool:
+            return "pre_vote/transfer are not bools"
         if (m.last_log_index == 0) != (m.last_log_term == 0) or m.last_log_term > m.term:
             return "last_log_index/last_log_term are inconsistent"
         return None
@@ -231,8 +351,33 @@ def malformed_reason(msg: object) -> str | None:
             return "granted/pre_vote are not bools"
         return None
     if isinstance(m, Heartbeat):
-        return None if _is_index(m.leader_commit) else "leader_commit is not a non-negative int"
+        if not (_is_index(m.leader_commit) and _is_index(m.read_seq)):
+            return "leader_commit/read_seq are not non-negative ints"
+        return None
     if isinstance(m, HeartbeatResponse):
+        return None if _is_index(m.read_seq) else "read_seq is not a non-negative int"
+    if isinstance(m, TimeoutNow):
+        return None
+    if isinstance(m, InstallSnapshot):
+        bad = _bad_meta(m.meta, m.term)
+        if bad is not None:
+            return bad
+        if not _is_index(m.offset) or type(m.data) is not bytes or type(m.done) is not bool:
+            return "offset/data/done are not valid"
+        return None
+    if isinstance(m, InstallSnapshotResponse):
+        if not (_is_index(m.index) and _is_index(m.next_offset) and _is_index(m.match_index)):
+            return "index/next_offset/match_index are not non-negative ints"
+        return None if type(m.done) is bool else "done is not a bool"
+    if isinstance(m, ReadIndexRequest):
+        return None if type(m.request_id) is int else "request_id is not an int"
+    if isinstance(m, ReadIndexResponse):
+        if type(m.request_id) is not int or not _is_index(m.index):
+            return "request_id/index are not ints"
+        if m.rejection is not None and type(m.rejection) is not RejectReason:
+            return "rejection is not a RejectReason"
+        if m.leader_hint is not None and type(m.leader_hint) is not str:
+            return "leader_hint is not a str"
         return None
     if isinstance(m, ForwardProposal):
         if type(m.request_id) is not int:

@@ -11,20 +11,25 @@ replay any run from its seed and a shell can run the same code over TCP.
 Rules of this file
 ------------------
 1. Everything that affects a state transition lives in this file (leaf modules
-   hold pure helpers: ``_log``, ``_progress``, ``_quorum``).
+   hold pure helpers: ``_log``, ``_progress``, ``_quorum``, ``_membership``).
 2. ``step`` handles a message's term first (step down, or drop/answer a stale
    one), then messages every role treats alike (votes), then dispatches by
    role -- the structure of etcd-io/raft's ``Step``.
-3. One step makes at most one :class:`Persist`; its hard state, truncation and
-   entries are gathered while the step runs and emitted at the end.
-4. Messages that promise durable state (vote grants, AppendEntries successes)
-   are *held* until every Persist issued before them is acknowledged
-   (``_actions`` ordering contract). A candidate counts its own vote, and a
-   leader its own log, only once durable; a candidate never becomes leader
-   before its new term is durable (otherwise a crash could let it lead the same
-   term twice with different logs).
+3. One step makes at most one :class:`Persist`; its hard state, truncation,
+   entries and snapshot chunk are gathered while the step runs and emitted at
+   the end.
+4. Messages that promise durable state (vote grants, AppendEntries successes,
+   snapshot acknowledgements) are *held* until every Persist issued before
+   them is acknowledged (``_actions`` ordering contract). A candidate counts its
+   own vote, and a leader its own log, only once durable; a candidate never
+   becomes leader before its new term is durable (otherwise a crash could let
+   it lead the same term twice with different logs).
 5. Peer input never raises: bad messages become :class:`MessageDropped`.
    Caller mistakes raise :class:`GraftError` subclasses before any change.
+6. The configuration in effect is the latest one in the log, committed or not
+   (thesis §4.1): appending a configuration entry changes it at once, and a
+   truncation that removes one rolls it back. Quorums are always those of
+   that configuration, joint or not (``_quorum``).
 
 Inside ``step`` a private, short-lived ``_Step`` object holds the fields being
 changed as plain attributes; ``finish`` builds the new ``NodeState`` once
@@ -41,24 +46,36 @@ from graft_core._actions import (
     Action,
     Apply,
     DropReason,
+    MembershipChanged,
     MessageDropped,
     Persist,
     ProposalAccepted,
     ProposalRejected,
+    ReadReady,
+    ReadRejected,
+    RestoreSnapshot,
     RoleChanged,
     Send,
+    SendSnapshot,
+    SnapshotChunk,
+    TransferAborted,
 )
 from graft_core._config import Config
 from graft_core._errors import ConfigError, EventError, ProposalError
 from graft_core._events import (
+    ChangeMembership,
     Event,
     MessageReceived,
     PersistCompleted,
     Propose,
+    ReadIndex,
     Restart,
+    SnapshotSaved,
     Tick,
+    TransferLeadership,
 )
 from graft_core._log import RaftLog
+from graft_core._membership import ChangeOp, Membership, apply_changes
 from graft_core._messages import (
     AppendRequest,
     AppendResponse,
@@ -66,24 +83,59 @@ from graft_core._messages import (
     ForwardResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     Message,
+    ReadIndexRequest,
+    ReadIndexResponse,
     RejectReason,
+    TimeoutNow,
     VoteRequest,
     VoteResponse,
     malformed_reason,
 )
 from graft_core._progress import Progress
-from graft_core._quorum import VoteResult, committed_index, vote_result
+from graft_core._pvector import PVector
+from graft_core._quorum import (
+    VoteResult,
+    has_joint_quorum,
+    joint_committed_index,
+    joint_vote_result,
+)
 from graft_core._rand import draw
-from graft_core._state import NodeState, Unstable
-from graft_core._types import DurableState, Entry, EntryKind, HardState, Role
+from graft_core._state import NodeState, PendingRead, Unstable
+from graft_core._types import DurableState, Entry, EntryKind, HardState, Role, SnapshotMeta
 
 FOLLOWER = Role.FOLLOWER
 PRE_CANDIDATE = Role.PRE_CANDIDATE
 CANDIDATE = Role.CANDIDATE
 LEADER = Role.LEADER
 _NOOP = EntryKind.NOOP
+_CONFIG = EntryKind.CONFIG
 _EMPTY: frozenset[str] = frozenset()
+# Thesis §4.1: "servers process incoming RPC requests without consulting their
+# current configurations" -- a leader or candidate missing from our latest
+# configuration may be legitimate (that configuration may be uncommitted and
+# about to be rolled back, or older than one that added the sender). So these
+# are accepted from any sender; the term rules, the leader lease and §5.4.1
+# protect the cluster. Everything else must come from a member.
+_LEADER_TRAFFIC = (AppendRequest, Heartbeat, InstallSnapshot)
+_ANY_SENDER = (*_LEADER_TRAFFIC, VoteRequest)
+
+
+def _peers_of(membership: Membership, me: str) -> tuple[str, ...]:
+    return tuple(m for m in membership.members if m != me)
+
+
+def _config_entries(
+    entries: tuple[Entry, ...] | PVector[Entry], first_index: int
+) -> list[tuple[int, Membership]]:
+    """``(index, membership)`` of every configuration entry (already validated)."""
+    out = []
+    for k, e in enumerate(entries):
+        if e.kind is _CONFIG:
+            out.append((first_index + k, Membership.decode_untrusted(e.data)))
+    return out
 
 
 def start(
@@ -98,7 +150,9 @@ def start(
         config: the validated configuration.
         now: the logical time at start.
         durable: what storage holds after a crash (``None`` for a new node).
-        applied_index: how far the application had applied (restart only).
+        applied_index: how far the application had applied (restart only). If
+            it is below ``durable.snapshot``, the first step restores the
+            snapshot (:class:`~graft_core.RestoreSnapshot`).
 
     Returns:
         The initial state. Feed it :class:`~graft_core.Tick` events from here;
@@ -106,30 +160,51 @@ def start(
 
     Raises:
         ConfigError: if ``durable`` is inconsistent (terms decreasing, an entry
-            from a term after the stored term, ``applied_index`` beyond the log).
+            from a term after the stored term, a configuration entry that does
+            not decode, ``applied_index`` beyond the log).
     """
     if not isinstance(config, Config):
         raise ConfigError(f"config must be a graft_core.Config, got {type(config).__name__}")
     if type(now) is not int or now < 0:
         raise EventError(f"now must be a non-negative int, got {now!r}")
     durable = durable if durable is not None else DurableState()
+    if type(durable) is not DurableState:
+        raise ConfigError(f"durable must be a DurableState, got {type(durable).__name__}")
     hard = durable.hard_state
     if type(hard) is not HardState or type(hard.term) is not int or hard.term < 0:
         raise ConfigError(f"invalid durable hard state {hard!r}")
-    if hard.voted_for is not None and hard.voted_for not in config.voters:
-        raise ConfigError(f"durable vote for {hard.voted_for!r}, which is not a voter")
-    previous = 0
-    for i, e in enumerate(durable.entries, start=1):
+    if hard.voted_for is not None and (type(hard.voted_for) is not str or not hard.voted_for):
+        raise ConfigError(f"durable vote for {hard.voted_for!r}, which is not a node id")
+    snap = durable.snapshot
+    if snap is not None and (
+        type(snap) is not SnapshotMeta
+        or type(snap.index) is not int
+        or type(snap.term) is not int
+        or snap.index < 1
+        or not 1 <= snap.term <= hard.term
+        or type(snap.membership) is not Membership
+    ):
+        raise ConfigError(f"invalid durable snapshot {snap!r} (hard state term {hard.term})")
+    offset, previous = (snap.index, snap.term) if snap is not None else (0, 0)
+    for i, e in enumerate(durable.entries, start=offset + 1):
         if type(e) is not Entry or type(e.term) is not int or not previous <= e.term <= hard.term:
             raise ConfigError(
                 f"durable entry {i} ({e!r}) has a term out of order or after term {hard.term}"
             )
         previous = e.term
-    log = RaftLog.of(durable.entries)
+    log = RaftLog(
+        PVector.from_iterable(durable.entries), offset, snap.term if snap is not None else 0
+    )
     if type(applied_index) is not int or not 0 <= applied_index <= log.last_index:
         raise ConfigError(
             f"applied_index {applied_index!r} is outside the durable log (0..{log.last_index})"
         )
+    base = snap.membership if snap is not None else Membership(config.voters)
+    try:
+        configs = ((offset, base), *_config_entries(durable.entries, offset + 1))
+    except ConfigError as e:
+        raise ConfigError(f"a durable configuration entry does not decode: {e}") from None
+    membership = configs[-1][1]
     timeout = _draw_timeout(config, hard.term, 0)
     return NodeState(
         config=config,
@@ -145,17 +220,30 @@ def start(
         role=FOLLOWER,
         leader_id=None,
         # Entries the application applied were committed (it only ever gets
-        # committed entries), so the commit index can start there.
-        commit_index=applied_index,
+        # committed entries), and so is everything a snapshot covers.
+        commit_index=max(applied_index, offset),
         applied_index=applied_index,
         election_deadline=now + timeout,
         heartbeat_deadline=now,
         election_timeout=timeout,
         timeout_draws=1,
         leader_contact=0,
+        # Term 0: never heard from a leader, so part of no lease.
+        quiet_until=now + config.election_timeout if hard.term > 0 else 0,
         votes_granted=_EMPTY,
         votes_rejected=_EMPTY,
         progress=(),
+        configs=configs,
+        peers=_peers_of(membership, config.node_id),
+        snapshot=snap,
+        incoming=None,
+        transfer_target=None,
+        transfer_deadline=0,
+        read_seq=0,
+        read_acks=(),
+        pending_reads=(),
+        beats=(),
+        lease_until=0,
     )
 
 
@@ -172,7 +260,8 @@ def step(state: NodeState, event: Event) -> tuple[NodeState, tuple[Action, ...]]
 
     Raises:
         EventError: time moved backwards, a Persist that was never issued was
-            acknowledged, or ``event`` is not a graft_core event.
+            acknowledged, a snapshot of an index not yet applied, or ``event``
+            is not a graft_core event.
         ProposalError: a proposal larger than ``Config.max_proposal_bytes``.
     """
     if isinstance(event, MessageReceived):
@@ -208,10 +297,39 @@ def step(state: NodeState, event: Event) -> tuple[NodeState, tuple[Action, ...]]
         if fresh:
             s.on_persisted(event.seq)
         return s.finish()
+    if isinstance(event, ReadIndex):
+        s = _Step(state)
+        s.on_read_index(event.request_id)
+        return s.finish()
+    if isinstance(event, SnapshotSaved):
+        if event.index > state.applied_index:
+            raise EventError(
+                f"SnapshotSaved({event.index}) but only {state.applied_index} is applied"
+            )
+        if state.snapshot is not None and event.index <= state.snapshot.index:
+            return state, ()
+        if event.index < state.log.offset:
+            # A follower installed a newer snapshot meanwhile: the entries this
+            # one covers are gone, and so is the need for it.
+            return state, ()
+        s = _Step(state)
+        s.on_snapshot_saved(event.index)
+        return s.finish()
+    if isinstance(event, ChangeMembership):
+        s = _Step(state)
+        s.on_change_membership(event.request_id, event.ops)
+        return s.finish()
+    if isinstance(event, TransferLeadership):
+        s = _Step(state)
+        s.on_transfer(event.target)
+        return s.finish()
     if isinstance(event, Restart):
         now = max(event.now, state.now)
         restarted = start(state.config, now, event.durable, event.applied_index)
-        return restarted, (RoleChanged(FOLLOWER, restarted.term, None),)
+        s = _Step(restarted)
+        s.actions.append(RoleChanged(FOLLOWER, restarted.term, None))
+        s.actions.append(MembershipChanged(restarted.membership, restarted.membership_index))
+        return s.finish()
     raise EventError(f"not a graft_core event: {event!r}")
 
 
@@ -240,8 +358,10 @@ class _Step:
     __slots__ = (
         "actions",
         "applied_index",
+        "beats",
         "commit_index",
         "config",
+        "configs",
         "durable_hard",
         "election_deadline",
         "election_timeout",
@@ -249,19 +369,32 @@ class _Step:
         "heartbeat_deadline",
         "held",
         "held_new",
+        "incoming",
+        "installed",
         "leader_contact",
         "leader_id",
+        "lease_until",
         "log",
+        "membership",
         "new_entries_from",
         "now",
         "old",
+        "peers",
+        "pending_reads",
         "persist_hard",
         "persisted_seq",
         "progress",
         "progress_list",
+        "read_acks",
+        "read_broadcast",
+        "read_seq",
         "role",
+        "snapshot",
+        "snapshot_chunk",
         "stable_index",
         "timeout_draws",
+        "transfer_deadline",
+        "transfer_target",
         "truncate_from",
         "unstable",
         "votes_granted",
@@ -294,12 +427,27 @@ class _Step:
         # Copied into a list on first change (1,001-node clusters rebuild a
         # 1,000-tuple once per step, not once per update).
         self.progress_list: list[Progress] | None = None
+        self.configs = state.configs
+        self.membership = state.configs[-1][1]
+        self.peers = state.peers
+        self.snapshot = state.snapshot
+        self.incoming = state.incoming
+        self.transfer_target = state.transfer_target
+        self.transfer_deadline = state.transfer_deadline
+        self.read_seq = state.read_seq
+        self.read_acks = state.read_acks
+        self.pending_reads = state.pending_reads
+        self.beats = state.beats
+        self.lease_until = state.lease_until
         self.actions: list[Action] = []
         self.held_new: list[Message] = []
         # What this step must persist (Rule 3).
         self.persist_hard = False
         self.truncate_from: int | None = None
         self.new_entries_from: int | None = None
+        self.snapshot_chunk: SnapshotChunk | None = None
+        self.installed: SnapshotMeta | None = None
+        self.read_broadcast = False
 
     # ------------------------------------------------------------------ output
 
@@ -322,6 +470,10 @@ class _Step:
         self.log = self.log.append(entries)
         if self.new_entries_from is None:
             self.new_entries_from = first
+        for k, e in enumerate(entries):
+            if e.kind is _CONFIG:
+                # Rule 6: in effect from the moment it is in the log.
+                self.set_configs((*self.configs, (first + k, Membership.decode_untrusted(e.data))))
 
     def truncate(self, index: int) -> None:
         """Drop entries ``>= index``: they conflict with the leader's (Raft §5.3)."""
@@ -332,6 +484,28 @@ class _Step:
             self.new_entries_from = None
         if self.stable_index >= index:
             self.stable_index = index - 1
+        if self.configs[-1][0] >= index:
+            # Rule 6: a configuration that leaves the log stops being in effect.
+            self.set_configs(tuple(c for c in self.configs if c[0] < index))
+
+    def set_configs(self, configs: tuple[tuple[int, Membership], ...]) -> None:
+        old = self.membership
+        self.configs = configs
+        new = configs[-1][1]
+        self.membership = new
+        if new.members == old.members:
+            return
+        me = self.config.node_id
+        peers = _peers_of(new, me)
+        if self.role is LEADER:
+            # Keep what we know of members that stay; new ones start probing.
+            known = {p: self.get_progress(i) for i, p in enumerate(self.peers)}
+            acks = dict(zip(self.peers, self.read_acks, strict=True))
+            last = self.log.last_index
+            self.progress = tuple(known.get(p) or prog.initial(last) for p in peers)
+            self.read_acks = tuple(acks.get(p, 0) for p in peers)
+            self.progress_list = None
+        self.peers = peers
 
     def get_progress(self, i: int) -> Progress:
         pl = self.progress_list
@@ -346,10 +520,17 @@ class _Step:
     def finish(self) -> tuple[NodeState, tuple[Action, ...]]:
         old = self.old
         actions = self.actions
+        if self.read_broadcast and self.role is LEADER:
+            self.broadcast_heartbeat()
         persist_seq = old.persist_seq
         unstable = self.unstable
         # Rule 3: one Persist for the whole step.
-        if self.persist_hard or self.truncate_from is not None or self.new_entries_from is not None:
+        if (
+            self.persist_hard
+            or self.truncate_from is not None
+            or self.new_entries_from is not None
+            or self.snapshot_chunk is not None
+        ):
             persist_seq += 1
             log = self.log
             first = self.new_entries_from
@@ -359,8 +540,13 @@ class _Step:
                 first = log.last_index + 1
             entries = log.slice(first, log.last_index + 1) if first <= log.last_index else ()
             hard = self.hard if self.persist_hard else None
-            actions.append(Persist(persist_seq, hard, self.truncate_from, first, entries))
-            unstable = (*unstable, Unstable(persist_seq, log.last_index, log.last_term, hard))
+            actions.append(
+                Persist(persist_seq, hard, self.truncate_from, first, entries, self.snapshot_chunk)
+            )
+            unstable = (
+                *unstable,
+                Unstable(persist_seq, log.last_index, log.last_term, hard, self.installed),
+            )
         # Rule 4: release held messages whose Persists are durable.
         held = self.held
         if self.held_new:
@@ -375,10 +561,17 @@ class _Step:
                 actions.append(Send(held[k][1]))
                 k += 1
             held = held[k:]
+        # Raft §7: a durable snapshot newer than what the state machine holds
+        # replaces it; the log continues after it.
+        snap = self.snapshot
+        if snap is not None and snap.index > self.applied_index:
+            actions.append(RestoreSnapshot(snap))
+            self.applied_index = snap.index
         # Raft §5.3: apply committed entries, in order, once each -- and only
-        # those this node has itself made durable.
+        # those this node has itself made durable (and still holds: while a
+        # snapshot install is not yet durable, nothing is applied).
         target = min(self.commit_index, self.stable_index)
-        if target > self.applied_index:
+        if target > self.applied_index >= self.log.offset:
             first = self.applied_index + 1
             actions.append(Apply(first, self.log.slice(first, target + 1)))
             self.applied_index = target
@@ -388,6 +581,8 @@ class _Step:
             or self.leader_id != old.leader_id
         ):
             actions.append(RoleChanged(self.role, self.hard.term, self.leader_id))
+        if self.configs[-1] != old.configs[-1]:
+            actions.append(MembershipChanged(self.membership, self.configs[-1][0]))
         progress = self.progress if self.progress_list is None else tuple(self.progress_list)
         state = NodeState(
             config=self.config,
@@ -409,9 +604,21 @@ class _Step:
             election_timeout=self.election_timeout,
             timeout_draws=self.timeout_draws,
             leader_contact=self.leader_contact,
+            quiet_until=self.old.quiet_until,
             votes_granted=self.votes_granted,
             votes_rejected=self.votes_rejected,
             progress=progress,
+            configs=self.configs,
+            peers=self.peers,
+            snapshot=self.snapshot,
+            incoming=self.incoming,
+            transfer_target=self.transfer_target,
+            transfer_deadline=self.transfer_deadline,
+            read_seq=self.read_seq,
+            read_acks=self.read_acks,
+            pending_reads=self.pending_reads,
+            beats=self.beats,
+            lease_until=self.lease_until,
         )
         return state, tuple(actions)
 
@@ -423,25 +630,63 @@ class _Step:
             self.timeout_draws += 1
         self.election_deadline = self.now + self.election_timeout
 
+    def leave_leadership(self) -> None:
+        """Drop everything only a leader keeps; answer what is still waiting."""
+        if self.role is LEADER:
+            for r in self.pending_reads:
+                self.answer_read(r.request_id, r.origin, None, RejectReason.NOT_LEADER)
+            if self.transfer_target is not None and self.leader_id != self.transfer_target:
+                # (A transfer that worked ends with the target as our leader.)
+                self.actions.append(TransferAborted(self.transfer_target, "leadership lost"))
+        self.progress = ()
+        self.progress_list = None
+        self.transfer_target = None
+        self.read_acks = ()
+        self.pending_reads = ()
+        self.beats = ()
+        self.lease_until = 0
+
     def become_follower(self, term: int, leader: str | None) -> None:
         if term > self.hard.term:
             # Raft §5.1: adopt the newer term; the vote is for that term only.
             self.set_hard(HardState(term, None))
         redraw = self.role is not FOLLOWER or term != self.old.hard.term
-        self.role = FOLLOWER
         self.leader_id = leader
+        self.leave_leadership()
+        self.role = FOLLOWER
         if leader is not None:
             self.leader_contact = self.now
-        self.progress = ()
-        self.progress_list = None
         self.votes_granted = self.votes_rejected = _EMPTY
         self.reset_election_timer(redraw)
 
-    def campaign(self) -> None:
-        if self.config.pre_vote:
+    def may_campaign(self) -> bool:
+        me = self.config.node_id
+        if self.membership.is_voter(me):
+            return True
+        # Thesis §4.1: a server missing from its latest configuration still
+        # stands while that configuration is uncommitted -- it may still be
+        # needed (Figure 4.6) -- but does not count its own vote (the joint
+        # vote count only counts the configuration's voters).
+        configs = self.configs
+        return (
+            configs[-1][0] > self.commit_index
+            and len(configs) > 1
+            and configs[-2][1].is_voter(me)
+        )
+
+    def campaign(self, transfer: bool = False) -> None:
+        if not self.may_campaign():
+            # Learners, joining and removed nodes never campaign (thesis §4.2.1).
+            self.reset_election_timer(False)
+            return
+        if self.config.pre_vote and not transfer:
             self.become_pre_candidate()
         else:
-            self.become_candidate()
+            self.become_candidate(transfer)
+
+    def voters_to_ask(self) -> list[str]:
+        ms = self.membership
+        return [p for p in self.peers if ms.is_voter(p)]
 
     def become_pre_candidate(self) -> None:
         # Thesis §9.6: ask first whether we *could* win, without touching the
@@ -449,34 +694,30 @@ class _Step:
         cfg = self.config
         self.role = PRE_CANDIDATE
         self.leader_id = None
-        self.progress = ()
-        self.progress_list = None
         self.votes_granted = frozenset((cfg.node_id,))
         self.votes_rejected = _EMPTY
         self.reset_election_timer(True)
-        if vote_result(1, 0, len(cfg.voters)) is VoteResult.WON:
-            self.become_candidate()
+        if self.election_result() is VoteResult.WON:
+            self.become_candidate(False)
             return
         term = self.hard.term + 1
         li, lt = self.log.last_index, self.log.last_term
-        for peer in cfg.peers:
+        for peer in self.voters_to_ask():
             self.send(VoteRequest(term, cfg.node_id, peer, li, lt, True))
 
-    def become_candidate(self) -> None:
+    def become_candidate(self, transfer: bool) -> None:
         # Raft §5.2: increment the term, vote for self, ask everyone else.
         cfg = self.config
         self.set_hard(HardState(self.hard.term + 1, cfg.node_id))
         self.role = CANDIDATE
         self.leader_id = None
-        self.progress = ()
-        self.progress_list = None
         # Our own vote counts once it is durable (Rule 4; see on_persisted).
         self.votes_granted = self.votes_rejected = _EMPTY
         self.reset_election_timer(True)
         term = self.hard.term
         li, lt = self.log.last_index, self.log.last_term
-        for peer in cfg.peers:
-            self.send(VoteRequest(term, cfg.node_id, peer, li, lt, False))
+        for peer in self.voters_to_ask():
+            self.send(VoteRequest(term, cfg.node_id, peer, li, lt, False, transfer))
 
     def tally_own_vote(self) -> None:
         """Count the candidate's self-vote once its term and vote are durable."""
@@ -485,14 +726,17 @@ class _Step:
             self.votes_granted = self.votes_granted | {me}
             self.check_election()
 
+    def election_result(self) -> VoteResult:
+        ms = self.membership
+        return joint_vote_result(ms.voters, ms.outgoing, self.votes_granted, self.votes_rejected)
+
     def check_election(self) -> None:
-        n = len(self.config.voters)
-        result = vote_result(len(self.votes_granted), len(self.votes_rejected), n)
+        result = self.election_result()
         if result is VoteResult.LOST:
             self.become_follower(self.hard.term, None)
         elif result is VoteResult.WON:
             if self.role is PRE_CANDIDATE:
-                self.become_candidate()
+                self.become_candidate(False)
                 # A single voter wins as soon as its own vote is durable.
             elif self.durable_hard.term == self.hard.term:
                 self.become_leader()
@@ -503,8 +747,14 @@ class _Step:
         self.leader_id = cfg.node_id
         self.votes_granted = self.votes_rejected = _EMPTY
         last = self.log.last_index
-        self.progress = tuple(prog.initial(last) for _ in cfg.peers)
+        self.progress = tuple(prog.initial(last) for _ in self.peers)
         self.progress_list = None
+        self.read_acks = tuple(0 for _ in self.peers)
+        self.read_seq = 0
+        self.pending_reads = ()
+        self.beats = ()
+        self.lease_until = 0
+        self.transfer_target = None
         self.heartbeat_deadline = self.now + cfg.heartbeat_interval
         # For a leader, election_deadline is the next check-quorum round.
         self.election_deadline = self.now + cfg.election_timeout
@@ -520,18 +770,27 @@ class _Step:
         self.now = now
         cfg = self.config
         if self.role is LEADER:
+            if self.transfer_target is not None and now >= self.transfer_deadline:
+                # Thesis §3.10: give up after an election timeout and accept
+                # proposals again.
+                self.actions.append(TransferAborted(self.transfer_target, "timed out"))
+                self.transfer_target = None
             if now >= self.election_deadline:
-                # Thesis §6.2 check-quorum: step down if a majority has not been
-                # heard from during the last election timeout.
+                # Thesis §6.2 check-quorum: step down if a majority (of each
+                # half, when joint) has not been heard from during the last
+                # election timeout.
                 if cfg.check_quorum:
-                    pl = [self.get_progress(i) for i in range(len(cfg.peers))]
-                    active = 1 + sum(1 for pr in pl if pr.recent_active)
-                    if active < cfg.quorum:
+                    me = cfg.node_id
+                    active = {me}
+                    for i, peer in enumerate(self.peers):
+                        pr = self.get_progress(i)
+                        if pr.recent_active:
+                            active.add(peer)
+                            self.set_progress(i, prog.mark_inactive(pr))
+                    ms = self.membership
+                    if not has_joint_quorum(ms.voters, ms.outgoing, frozenset(active)):
                         self.become_follower(self.hard.term, None)
                         return
-                    for i, pr in enumerate(pl):
-                        if pr.recent_active:
-                            self.set_progress(i, prog.mark_inactive(pr))
                 # A leader confirmed by a quorum is within its own lease too:
                 # it ignores disruptive vote requests like its followers do.
                 self.leader_contact = now
@@ -556,6 +815,11 @@ class _Step:
             self.actions.append(ProposalRejected(request_id, RejectReason.NO_LEADER, None))
 
     def leader_propose(self, request_id: int, data: bytes, origin: str | None) -> None:
+        if self.transfer_target is not None:
+            # Thesis §3.10: the old leader stops accepting client requests
+            # while the transfer is under way.
+            self.answer(origin, request_id, RejectReason.TRANSFERRING)
+            return
         if self.log.last_index - self.commit_index >= self.config.max_uncommitted_entries:
             self.answer(origin, request_id, RejectReason.DROPPED)
             return
@@ -579,6 +843,103 @@ class _Step:
                 )
             )
 
+    def on_change_membership(self, request_id: int, ops: tuple[ChangeOp, ...]) -> None:
+        def reject(reason: RejectReason, detail: str) -> None:
+            self.actions.append(ProposalRejected(request_id, reason, self.leader_id, detail))
+
+        if self.role is not LEADER:
+            if self.leader_id is None:
+                reject(RejectReason.NO_LEADER, "no leader is known")
+            else:
+                reject(RejectReason.NOT_LEADER, "membership changes are made at the leader")
+            return
+        if self.transfer_target is not None:
+            reject(RejectReason.TRANSFERRING, "a leadership transfer is under way")
+            return
+        ms = self.membership
+        if ms.is_joint or self.configs[-1][0] > self.commit_index:
+            # One change at a time (thesis §4.1): the next may start only once
+            # the previous one is committed (and, if joint, left).
+            reject(RejectReason.CHANGE_IN_PROGRESS, "the previous change is not finished")
+            return
+        if self.log.term_at(self.commit_index) != self.hard.term:
+            # The 2015 fix to single-server changes (raft-dev, Ongaro): a leader
+            # may not append a configuration entry until it has committed an
+            # entry of its own term, or a change from an earlier term that was
+            # never committed could combine with this one into two disjoint
+            # majorities.
+            reject(RejectReason.NOT_READY, "no entry of the leader's term is committed yet")
+            return
+        target, problem = apply_changes(ms, ops)
+        if problem is not None:
+            reject(RejectReason.INVALID_CHANGE, problem)
+            return
+        term = self.hard.term
+        self.append((Entry(term, target.encode(), _CONFIG),))
+        self.actions.append(ProposalAccepted(request_id, self.log.last_index, term))
+        self.broadcast_append()
+
+    def on_transfer(self, target: str | None) -> None:
+        me = self.config.node_id
+        if self.role is not LEADER:
+            self.actions.append(TransferAborted(target or "", "not the leader"))
+            return
+        ms = self.membership
+        if target is None:
+            # The most up-to-date voter: the fastest to catch up (thesis §3.10).
+            best = -1
+            for i, peer in enumerate(self.peers):
+                match = self.get_progress(i).match_index
+                if ms.is_voter(peer) and match > best:
+                    target, best = peer, match
+            if target is None:
+                self.actions.append(TransferAborted("", "no other voter"))
+                return
+        if target == me:
+            return
+        if not ms.is_voter(target):
+            self.actions.append(TransferAborted(target, "not a voter"))
+            return
+        if self.transfer_target is not None:
+            if self.transfer_target == target:
+                return
+            self.actions.append(TransferAborted(self.transfer_target, "superseded"))
+        self.transfer_target = target
+        self.transfer_deadline = self.now + self.config.election_timeout
+        # A lease must not outlive our leadership: the target's election
+        # bypasses the followers' lease, so stop serving lease reads now.
+        self.lease_until = 0
+        self.maybe_send_timeout_now()
+
+    def maybe_send_timeout_now(self) -> None:
+        target = self.transfer_target
+        assert target is not None
+        i = self.peer_slot(target)
+        if i < 0 or not self.membership.is_voter(target):
+            # A configuration change removed (or demoted) it meanwhile.
+            self.actions.append(TransferAborted(target, "not a voter"))
+            self.transfer_target = None
+            return
+        if self.get_progress(i).match_index >= self.log.last_index:
+            self.send(TimeoutNow(self.hard.term, self.config.node_id, target))
+        else:
+            # Bring its log up to date first (thesis §3.10 step 1).
+            self.send_append(i, True)
+
+    def on_snapshot_saved(self, index: int) -> None:
+        cfg = self.config
+        term = self.log.term_at(index)
+        assert term is not None
+        self.snapshot = SnapshotMeta(index, term, self.old.membership_at(index))
+        # Raft §7: the snapshot replaces the log up to it; keep a trailing
+        # window so that a follower just behind catches up from the log.
+        offset = max(self.log.offset, index - cfg.snapshot_trailing_entries)
+        if offset > self.log.offset:
+            base = self.old.membership_at(offset)
+            self.log = self.log.compact_to(offset)
+            kept = tuple(c for c in self.configs if c[0] > offset)
+            self.configs = ((offset, base), *kept)
+
     def on_persisted(self, seq: int) -> None:
         self.persisted_seq = seq
         unstable = self.unstable
@@ -588,6 +949,10 @@ class _Step:
             u = unstable[k]
             if u.hard_state is not None:
                 self.durable_hard = u.hard_state
+            if u.snapshot is not None and (
+                self.snapshot is None or u.snapshot.index > self.snapshot.index
+            ):
+                self.snapshot = u.snapshot
             # The write covered up to (last_index, last_term). If that entry is
             # still in the log, everything before it is the same too (Log
             # Matching, §5.3) and is now durable.
@@ -607,12 +972,16 @@ class _Step:
             return
         msg: Message = m  # type: ignore[assignment]
         cfg = self.config
-        if msg.dst != cfg.node_id:
+        me = cfg.node_id
+        if msg.dst != me:
             self.drop(msg, DropReason.WRONG_RECIPIENT, f"addressed to {msg.dst!r}")
             return
+        if msg.src == me or not msg.src:
+            self.drop(msg, DropReason.UNKNOWN_SENDER, f"claims to come from {msg.src!r}")
+            return
         slot = self.peer_slot(msg.src)
-        if slot < 0:
-            self.drop(msg, DropReason.UNKNOWN_SENDER, f"{msg.src!r} is not a peer")
+        if slot < 0 and not isinstance(msg, _ANY_SENDER):
+            self.drop(msg, DropReason.UNKNOWN_SENDER, f"{msg.src!r} is not a member")
             return
         if isinstance(msg, ForwardProposal):
             self.on_forward(msg)
@@ -620,16 +989,39 @@ class _Step:
         if isinstance(msg, ForwardResponse):
             self.on_forward_response(msg)
             return
+        if isinstance(msg, ReadIndexRequest):
+            if self.role is LEADER:
+                self.leader_read(msg.request_id, msg.src)
+            else:
+                self.answer_read(msg.request_id, msg.src, None, RejectReason.NOT_LEADER)
+            return
+        if isinstance(msg, ReadIndexResponse):
+            self.on_read_index_response(msg)
+            return
 
         # --- Term rules first (Raft §5.1), as etcd-io/raft's Step does.
         term = self.hard.term
         if msg.term > term:
             if isinstance(msg, VoteRequest):
-                if self.in_leader_lease():
+                if not msg.transfer and self.in_leader_lease():
                     # Thesis §4.2.3: a node that heard from a leader within the
                     # minimum election timeout ignores vote requests, so a
-                    # removed or partitioned server cannot depose a live leader.
+                    # removed or partitioned server cannot depose a live
+                    # leader. A transfer's election is the leader's own wish.
                     self.drop(msg, DropReason.LEADER_LEASE, f"leader {self.leader_id!r} is live")
+                    return
+                if (
+                    slot < 0
+                    and not msg.pre_vote
+                    and not self.log.is_up_to_date(msg.last_log_index, msg.last_log_term)
+                ):
+                    # A non-member that could never get our vote (§5.4.1) must
+                    # not make us adopt its term either: this is the removed
+                    # server of thesis §4.2.3, which lacks the entry removing it.
+                    self.drop(
+                        msg, DropReason.UNKNOWN_SENDER,
+                        f"{msg.src!r} is not a member and its log is behind ours",
+                    )
                     return
                 if msg.pre_vote:
                     self.on_vote_request(msg)
@@ -639,17 +1031,22 @@ class _Step:
                 # not tell us of a newer term (thesis §9.6).
                 pass
             else:
-                leader = msg.src if isinstance(msg, AppendRequest | Heartbeat) else None
+                if msg.src == self.transfer_target:
+                    # The transfer worked: the target moved to a new term, as asked.
+                    self.transfer_target = None
+                leader = msg.src if isinstance(msg, _LEADER_TRAFFIC) else None
                 self.become_follower(msg.term, leader)
         elif msg.term < term:
             # Tell a stale leader or candidate about our term so it steps
             # down (Raft §5.1); other stale traffic is simply dropped.
             if isinstance(msg, AppendRequest):
-                self.send(AppendResponse(term, cfg.node_id, msg.src, False, 0))
+                self.send(AppendResponse(term, me, msg.src, False, 0))
             elif isinstance(msg, Heartbeat):
-                self.send(HeartbeatResponse(term, cfg.node_id, msg.src))
+                self.send(HeartbeatResponse(term, me, msg.src))
+            elif isinstance(msg, InstallSnapshot):
+                self.send(InstallSnapshotResponse(term, me, msg.src, msg.meta.index, 0))
             elif isinstance(msg, VoteRequest):
-                self.send(VoteResponse(term, cfg.node_id, msg.src, False, msg.pre_vote))
+                self.send(VoteResponse(term, me, msg.src, False, msg.pre_vote))
             else:
                 self.drop(msg, DropReason.STALE_TERM, f"term {msg.term} < {term}")
             return
@@ -665,22 +1062,34 @@ class _Step:
             if isinstance(msg, AppendResponse):
                 self.leader_on_append_response(slot, msg)
             elif isinstance(msg, HeartbeatResponse):
-                self.leader_on_heartbeat_response(slot)
+                self.leader_on_heartbeat_response(slot, msg.read_seq)
+            elif isinstance(msg, InstallSnapshotResponse):
+                self.leader_on_snapshot_response(slot, msg)
             elif isinstance(msg, VoteResponse):
                 pass  # late votes after winning: nothing to do
             else:
                 # Election Safety (§5.2) makes a second leader in our term impossible.
                 self.drop(msg, DropReason.UNEXPECTED, "another leader claims our term")
             return
-        if isinstance(msg, AppendRequest | Heartbeat):
+        if isinstance(msg, _LEADER_TRAFFIC):
             if role is not FOLLOWER:
                 # Raft §5.2: a candidate that hears from a leader of its term
                 # (or newer) returns to follower.
                 self.become_follower(msg.term, msg.src)
             if isinstance(msg, AppendRequest):
                 self.follower_on_append(msg)
-            else:
+            elif isinstance(msg, Heartbeat):
                 self.follower_on_heartbeat(msg)
+            else:
+                self.follower_on_snapshot(msg)
+            return
+        if isinstance(msg, TimeoutNow):
+            if role is FOLLOWER and msg.src == self.leader_id:
+                # Thesis §3.10: the leader asks us to take over; skip the
+                # pre-vote (the leader itself wants this election).
+                self.campaign(transfer=True)
+            else:
+                self.drop(msg, DropReason.UNEXPECTED, "TimeoutNow not from our leader")
             return
         if isinstance(msg, VoteResponse):
             self.candidate_on_vote_response(msg)
@@ -688,16 +1097,19 @@ class _Step:
         self.drop(msg, DropReason.UNEXPECTED, f"{type(msg).__name__} while {role.value}")
 
     def peer_slot(self, node: str) -> int:
-        peers = self.config.peers
+        peers = self.peers
         i = bisect.bisect_left(peers, node)
         return i if i < len(peers) and peers[i] == node else -1
 
     def in_leader_lease(self) -> bool:
-        return (
-            self.config.check_quorum
-            and self.leader_id is not None
-            and self.now - self.leader_contact < self.config.election_timeout
-        )
+        if not self.config.check_quorum:
+            return False
+        if self.leader_id is not None:
+            return self.now - self.leader_contact < self.config.election_timeout
+        # Just restarted: we may have acknowledged a leader's heartbeats right
+        # before a crash, and its lease counts on us not to vote for an
+        # election timeout (thesis §6.4.1).
+        return self.now < self.old.quiet_until
 
     def on_vote_request(self, m: VoteRequest) -> None:
         me = self.config.node_id
@@ -747,7 +1159,7 @@ class _Step:
         self.reset_election_timer(False)
         if m.leader_commit > self.commit_index:
             self.commit_index = m.leader_commit
-        self.send(HeartbeatResponse(self.hard.term, self.config.node_id, m.src))
+        self.send(HeartbeatResponse(self.hard.term, self.config.node_id, m.src, m.read_seq))
 
     def follower_on_append(self, m: AppendRequest) -> None:
         me = self.config.node_id
@@ -792,6 +1204,64 @@ class _Step:
             self.commit_index = commit
         self.hold(AppendResponse(term, me, m.src, True, last_new))
 
+    def follower_on_snapshot(self, m: InstallSnapshot) -> None:
+        me = self.config.node_id
+        term = self.hard.term
+        self.leader_id = m.src
+        self.leader_contact = self.now
+        self.reset_election_timer(False)
+        meta = m.meta
+        if meta.index <= self.commit_index:
+            # We already hold everything it covers, committed: installing it
+            # would move our state machine backwards. Say where we are.
+            self.incoming = None
+            self.hold(
+                InstallSnapshotResponse(
+                    term, me, m.src, meta.index, m.offset, True, self.commit_index
+                )
+            )
+            return
+        incoming = self.incoming
+        if m.offset != 0 and (
+            incoming is None or incoming[0] != meta or incoming[1] != m.offset
+        ):
+            # A lost, duplicated or reordered chunk, or we restarted: tell the
+            # leader how much of this snapshot we hold; it resumes there.
+            have = incoming[1] if incoming is not None and incoming[0] == meta else 0
+            self.send(InstallSnapshotResponse(term, me, m.src, meta.index, have))
+            return
+        self.snapshot_chunk = SnapshotChunk(meta, m.offset, m.data, m.done)
+        received = m.offset + len(m.data)
+        if not m.done:
+            self.incoming = (meta, received)
+            self.hold(InstallSnapshotResponse(term, me, m.src, meta.index, received))
+            return
+        self.incoming = None
+        self.install_snapshot(meta)
+        self.hold(InstallSnapshotResponse(term, me, m.src, meta.index, received, True, meta.index))
+
+    def install_snapshot(self, meta: SnapshotMeta) -> None:
+        """Raft §7: the snapshot replaces the log up to it (and all of it, unless
+        our log holds the snapshot's last entry, in which case what follows stays)."""
+        log = self.log
+        keep_tail = meta.index <= log.last_index and log.term_at(meta.index) == meta.term
+        if keep_tail:
+            self.log = log.compact_to(meta.index)
+            kept = tuple(c for c in self.configs if c[0] > meta.index)
+        else:
+            if log.last_index > meta.index:
+                self.truncate_from = meta.index + 1
+            self.log = RaftLog(PVector.empty(), meta.index, meta.term)
+            self.new_entries_from = None
+            kept = ()
+            # Nothing after the snapshot survives; what it covers becomes
+            # durable with it (see on_persisted).
+            self.stable_index = min(self.stable_index, meta.index)
+        self.set_configs(((meta.index, meta.membership), *kept))
+        self.installed = meta
+        if meta.index > self.commit_index:
+            self.commit_index = meta.index
+
     # ------------------------------------------------------------------ leader
 
     def broadcast_heartbeat(self) -> None:
@@ -799,12 +1269,28 @@ class _Step:
         me = cfg.node_id
         term = self.hard.term
         commit = self.commit_index
-        for i, peer in enumerate(cfg.peers):
+        self.read_broadcast = False
+        if self.pending_reads or cfg.lease_reads:
+            # A new round: acknowledgements of it prove leadership at a time
+            # after everything registered so far (thesis §6.4 step 3).
+            self.read_seq += 1
+            if cfg.lease_reads:
+                # Thesis §6.4.1: the lease runs from when the heartbeats were
+                # *sent*, never from when their answers arrived. A round older
+                # than a lease can no longer give one: forget it.
+                horizon = self.now - cfg.lease_duration
+                kept = tuple(b for b in self.beats if b[1] > horizon)
+                self.beats = (*kept, (self.read_seq, self.now))
+        seq = self.read_seq
+        for i, peer in enumerate(self.peers):
             pr = self.get_progress(i)
-            self.send(Heartbeat(term, me, peer, min(pr.match_index, commit)))
+            self.send(Heartbeat(term, me, peer, min(pr.match_index, commit), seq))
+        if self.pending_reads:
+            # With no other voter (only learners, or nobody) we are the quorum.
+            self.confirm_reads()
 
     def broadcast_append(self, allow_empty: bool = False) -> None:
-        for i in range(len(self.config.peers)):
+        for i in range(len(self.peers)):
             self.send_append(i, allow_empty)
 
     def send_append(self, i: int, allow_empty: bool) -> bool:
@@ -813,6 +1299,8 @@ class _Step:
         pr = self.get_progress(i)
         if prog.is_paused(pr, cfg.max_inflight):
             return False
+        if pr.state is prog.SNAPSHOT:
+            return self.send_snapshot_chunk(i, pr)
         log = self.log
         nxt = pr.next_index
         last = log.last_index
@@ -821,8 +1309,14 @@ class _Step:
         prev = nxt - 1
         prev_term = log.term_at(prev)
         if prev_term is None:
-            # Unreachable while the log is never compacted; guards next_index.
-            return False
+            # Raft §7: the follower needs entries we compacted away.
+            snap = self.snapshot
+            if snap is None or snap.index < log.offset:
+                # Our snapshot (an installed one) is not durable yet: wait.
+                return False
+            pr = prog.become_snapshot(pr, snap.index)
+            self.set_progress(i, pr)
+            return self.send_snapshot_chunk(i, pr)
         if nxt <= last:
             entries = log.slice(nxt, min(last + 1, nxt + cfg.max_entries_per_message))
             budget = cfg.max_bytes_per_message
@@ -836,12 +1330,26 @@ class _Step:
             entries = ()
         self.send(
             AppendRequest(
-                self.hard.term, cfg.node_id, cfg.peers[i], prev, prev_term, entries,
+                self.hard.term, cfg.node_id, self.peers[i], prev, prev_term, entries,
                 self.commit_index,
             )
         )
         self.set_progress(i, prog.sent(pr, prev + len(entries), len(entries)))
         return True
+
+    def send_snapshot_chunk(self, i: int, pr: Progress) -> bool:
+        snap = self.snapshot
+        assert snap is not None
+        if pr.snap_index != snap.index:
+            # A newer snapshot replaced the one being sent: start over with it.
+            pr = prog.become_snapshot(pr, snap.index)
+        cfg = self.config
+        message = InstallSnapshot(
+            self.hard.term, cfg.node_id, self.peers[i], snap, pr.snap_offset
+        )
+        self.actions.append(SendSnapshot(message, cfg.snapshot_chunk_bytes))
+        self.set_progress(i, prog.chunk_sent(pr))
+        return False  # one chunk at a time: never loop on it
 
     def leader_on_append_response(self, i: int, m: AppendResponse) -> None:
         cfg = self.config
@@ -867,43 +1375,139 @@ class _Step:
                 self.set_progress(i, prog.heard_from(pr, cfg.max_inflight))
             return
         self.set_progress(i, new)
+        self.after_ack(i, pr, new)
+
+    def after_ack(self, i: int, old: Progress, new: Progress) -> None:
+        peer = self.peers[i]
         self.maybe_commit()
+        if self.role is not LEADER:
+            return  # a removed leader stepped down in maybe_commit
+        # A configuration committed in maybe_commit may have changed the peers.
+        i = self.peer_slot(peer)
+        if i < 0:
+            return
         # Refill the pipeline (etcd: "for r.maybeSendAppend(...)").
         sent = False
         while self.send_append(i, False):
             sent = True
-        if not sent and pr.state is prog.PROBE and new.match_index <= self.commit_index:
+        if (
+            not sent
+            and old.state is not prog.REPLICATE
+            and old.match_index < new.match_index <= self.commit_index
+        ):
             # A follower that just caught up missed the commit broadcasts while
             # it was probing: tell it the commit index now, not at the next
             # heartbeat (etcd's CanBumpCommit).
             self.send_append(i, True)
+        if self.transfer_target == peer:
+            self.maybe_send_timeout_now()
 
-    def leader_on_heartbeat_response(self, i: int) -> None:
+    def leader_on_snapshot_response(self, i: int, m: InstallSnapshotResponse) -> None:
+        pr = self.get_progress(i)
+        if m.done:
+            if m.match_index > self.log.last_index:
+                self.drop(m, DropReason.OUT_OF_RANGE, f"acknowledges {m.match_index}")
+                return
+            if pr.state is not prog.SNAPSHOT and m.match_index <= pr.match_index:
+                return  # a duplicate answer to a transfer already finished
+            new = prog.snapshot_done(pr, m.match_index)
+            self.set_progress(i, new)
+            self.after_ack(i, pr, new)
+            return
+        chunked = prog.chunk_acked(pr, m.index, m.next_offset)
+        if chunked is None:
+            if pr.state is not prog.SNAPSHOT and m.next_offset == 0 and m.match_index == 0:
+                # A stale-term or restarted follower: probing will sort it out.
+                self.set_progress(i, prog.heard_from(pr, self.config.max_inflight))
+            return
+        self.set_progress(i, chunked)
+        self.send_snapshot_chunk(i, chunked)
+
+    def leader_on_heartbeat_response(self, i: int, read_seq: int) -> None:
         cfg = self.config
         pr = prog.heard_from(self.get_progress(i), cfg.max_inflight)
         self.set_progress(i, pr)
+        if read_seq > self.read_acks[i] and read_seq <= self.read_seq:
+            acks = list(self.read_acks)
+            acks[i] = read_seq
+            self.read_acks = tuple(acks)
+            self.confirm_reads()
         if pr.match_index < self.log.last_index:
             # An empty append in REPLICATE probes for lost messages: if the
-            # follower lacks next_index - 1 it rejects and we fall back to probing.
+            # follower lacks next_index - 1 it rejects and we fall back to
+            # probing. In SNAPSHOT this resends the unacknowledged chunk.
             self.send_append(i, True)
 
+    def confirmed_seq(self) -> int:
+        """The highest heartbeat round a quorum (each half, if joint) acknowledged."""
+        acks = dict(zip(self.peers, self.read_acks, strict=True))
+        acks[self.config.node_id] = self.read_seq
+        ms = self.membership
+        return joint_committed_index(ms.voters, ms.outgoing, acks)
+
+    def confirm_reads(self) -> None:
+        seq = self.confirmed_seq()
+        if self.beats and self.beats[0][0] <= seq:
+            k = 0
+            sent_at = 0
+            while k < len(self.beats) and self.beats[k][0] <= seq:
+                sent_at = self.beats[k][1]
+                k += 1
+            self.beats = self.beats[k:]
+            self.lease_until = max(self.lease_until, sent_at + self.config.lease_duration)
+        pending = self.pending_reads
+        if not pending or pending[0].seq > seq or pending[0].index is None:
+            return
+        k = 0
+        while k < len(pending) and pending[k].seq <= seq and pending[k].index is not None:
+            r = pending[k]
+            assert r.index is not None
+            self.answer_read(r.request_id, r.origin, r.index, None)
+            k += 1
+        self.pending_reads = pending[k:]
+
     def maybe_commit(self) -> bool:
-        """Advance the commit index to what a majority holds; broadcast it if it moved."""
-        cfg = self.config
-        n = len(cfg.peers)
-        matches = [self.stable_index]
-        matches.extend(self.get_progress(i).match_index for i in range(n))
-        index = committed_index(matches, n + 1)
+        """Advance the commit index to what a quorum holds; broadcast it if it moved."""
+        ms = self.membership
+        match = {p: self.get_progress(i).match_index for i, p in enumerate(self.peers)}
+        match[self.config.node_id] = self.stable_index
+        index = joint_committed_index(ms.voters, ms.outgoing, match)
         # Raft §5.4.2 (Figure 8): only an entry of the current term is
         # committed by counting replicas; earlier ones follow it.
         if index <= self.commit_index or self.log.term_at(index) != self.hard.term:
             return False
+        first_in_term = self.log.term_at(self.commit_index) != self.hard.term
         self.commit_index = index
         # Let followers learn the new commit index now, not at the next heartbeat.
-        for k in range(n):
+        for k in range(len(self.peers)):
             if not self.send_append(k, False):
                 self.send_append(k, True)
+        if first_in_term and self.pending_reads:
+            # Thesis §6.4 step 1: only now does the leader know the latest
+            # commit index; reads that waited for it read at it.
+            self.pending_reads = tuple(
+                r if r.index is not None else PendingRead(r.request_id, r.origin, r.seq, index)
+                for r in self.pending_reads
+            )
+            self.confirm_reads()
+        if index >= self.configs[-1][0]:
+            self.on_config_committed()
         return True
+
+    def on_config_committed(self) -> None:
+        ms = self.membership
+        me = self.config.node_id
+        if ms.is_joint:
+            # Thesis §4.3 / etcd auto-leave: C_old,new is committed, so C_new
+            # alone may now decide.
+            term = self.hard.term
+            self.append((Entry(term, ms.leave_joint().encode(), _CONFIG),))
+            self.broadcast_append()
+        elif me not in ms.voters:
+            # Thesis §4.2.2: a leader that is not part of C_new steps down once
+            # C_new is committed (it managed the cluster until then without
+            # counting itself).
+            self.become_follower(self.hard.term, None)
 
     def on_forward(self, m: ForwardProposal) -> None:
         if self.role is not LEADER:
@@ -924,3 +1528,72 @@ class _Step:
             self.actions.append(ProposalAccepted(m.request_id, m.index, m.entry_term))
         else:
             self.actions.append(ProposalRejected(m.request_id, m.rejection, m.leader_hint))
+
+    # ------------------------------------------------------------------ reads
+
+    def on_read_index(self, request_id: int) -> None:
+        if self.role is LEADER:
+            self.leader_read(request_id, None)
+        elif self.leader_id is not None and self.config.forward_proposals:
+            me = self.config.node_id
+            self.send(ReadIndexRequest(self.hard.term, me, self.leader_id, request_id))
+        elif self.leader_id is not None:
+            self.actions.append(ReadRejected(request_id, RejectReason.NOT_LEADER, self.leader_id))
+        else:
+            self.actions.append(ReadRejected(request_id, RejectReason.NO_LEADER, None))
+
+    def leader_read(self, request_id: int, origin: str | None) -> None:
+        """Thesis §6.4: read at the commit index once a quorum confirms we lead."""
+        committed_in_term = self.log.term_at(self.commit_index) == self.hard.term
+        if (
+            committed_in_term
+            and self.config.lease_reads
+            and self.transfer_target is None
+            and self.now < self.lease_until
+        ):
+            # Thesis §6.4.1: within the lease no other leader can exist.
+            self.answer_read(request_id, origin, self.commit_index, None)
+            return
+        if len(self.pending_reads) >= self.config.max_uncommitted_entries:
+            # Flow control: reads that cannot be confirmed must not pile up.
+            self.answer_read(request_id, origin, None, RejectReason.DROPPED)
+            return
+        # Every read gets a round of its own that starts after it arrived, so
+        # an acknowledgement of an earlier round can never answer it (etcd
+        # #20418 was a retried read answered by an older round).
+        index = self.commit_index if committed_in_term else None
+        self.pending_reads = (
+            *self.pending_reads, PendingRead(request_id, origin, self.read_seq + 1, index)
+        )
+        self.read_broadcast = True
+
+    def answer_read(
+        self, request_id: int, origin: str | None, index: int | None, rejection: RejectReason | None
+    ) -> None:
+        if origin is None:
+            if rejection is None:
+                assert index is not None
+                self.actions.append(ReadReady(request_id, index))
+            else:
+                hint = self.leader_id if self.leader_id != self.config.node_id else None
+                self.actions.append(ReadRejected(request_id, rejection, hint))
+            return
+        me = self.config.node_id
+        if rejection is None:
+            assert index is not None
+            self.send(ReadIndexResponse(self.hard.term, me, origin, request_id, index))
+        else:
+            hint = self.leader_id if self.leader_id != me else None
+            self.send(
+                ReadIndexResponse(self.hard.term, me, origin, request_id, 0, rejection, hint)
+            )
+
+    def on_read_index_response(self, m: ReadIndexResponse) -> None:
+        if m.src != self.leader_id:
+            # Like forwarded proposals: only the leader we asked may answer.
+            self.drop(m, DropReason.UNEXPECTED, f"read answer from non-leader {m.src!r}")
+            return
+        if m.rejection is None:
+            self.actions.append(ReadReady(m.request_id, m.index))
+        else:
+            self.actions.append(ReadRejected(m.request_id, m.rejection, m.leader_hint))

@@ -1,6 +1,6 @@
 """A leader's view of one follower: the small state machine of etcd-io/raft's Progress.
 
-Two states:
+Three states:
 
 * ``PROBE``: the leader does not know where the follower's log agrees with its
   own. It sends one AppendEntries at a time (``probe_sent`` pauses it until a
@@ -10,6 +10,13 @@ Two states:
   entries optimistically: ``next_index`` advances as it sends, and up to
   ``max_inflight`` messages may be unacknowledged (pipelining). A rejection
   sends the follower back to ``PROBE`` from ``match_index + 1``.
+* ``SNAPSHOT``: the follower needs entries the leader has compacted away, so
+  it is sent the snapshot at ``snap_index`` (Raft §7), one chunk at a time;
+  ``snap_offset`` is how many bytes the follower acknowledged and
+  ``probe_sent`` means a chunk is in flight. A lost chunk is resent from
+  ``snap_offset`` when the follower next answers a heartbeat, so a transfer
+  resumes rather than restarts. Once the follower has it: ``PROBE`` from
+  ``snap_index + 1``.
 
 Invariant: ``match_index < next_index``; in REPLICATE, ``inflight`` holds the
 last index of each unacknowledged AppendEntries, ascending, each one
@@ -29,10 +36,12 @@ import attrs
 class ProgressState(enum.Enum):
     PROBE = "probe"
     REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
 
 
 PROBE = ProgressState.PROBE
 REPLICATE = ProgressState.REPLICATE
+SNAPSHOT = ProgressState.SNAPSHOT
 
 
 @attrs.frozen(slots=True)
@@ -46,6 +55,9 @@ class Progress:
     inflight: tuple[int, ...] = ()
     #: Heard from since the last check-quorum round (thesis §6.2).
     recent_active: bool = False
+    #: SNAPSHOT only: the snapshot being sent, and the bytes acknowledged.
+    snap_index: int = 0
+    snap_offset: int = 0
 
 
 def initial(last_index: int) -> Progress:
@@ -54,9 +66,33 @@ def initial(last_index: int) -> Progress:
 
 
 def is_paused(pr: Progress, max_inflight: int) -> bool:
-    if pr.state is PROBE:
-        return pr.probe_sent
-    return len(pr.inflight) >= max_inflight
+    if pr.state is REPLICATE:
+        return len(pr.inflight) >= max_inflight
+    return pr.probe_sent
+
+
+def become_snapshot(pr: Progress, snap_index: int) -> Progress:
+    """The follower needs entries before our log's first: send snapshot ``snap_index``."""
+    return Progress(
+        pr.match_index, pr.next_index, SNAPSHOT, False, (), pr.recent_active, snap_index, 0
+    )
+
+
+def chunk_sent(pr: Progress) -> Progress:
+    return attrs.evolve(pr, probe_sent=True)
+
+
+def chunk_acked(pr: Progress, snap_index: int, next_offset: int) -> Progress | None:
+    """The follower holds ``next_offset`` bytes of ``snap_index``; ``None`` if stale."""
+    if pr.state is not SNAPSHOT or snap_index != pr.snap_index:
+        return None
+    return attrs.evolve(pr, probe_sent=False, snap_offset=next_offset, recent_active=True)
+
+
+def snapshot_done(pr: Progress, match_index: int) -> Progress:
+    """The follower has everything up to ``match_index``: probe from just after it."""
+    match = max(pr.match_index, match_index)
+    return Progress(match, match + 1, PROBE, False, (), True)
 
 
 def sent(pr: Progress, last_sent: int, n_entries: int) -> Progress:
@@ -78,6 +114,12 @@ def acked(pr: Progress, index: int) -> Progress | None:
             # A stale success still proves the follower is responsive.
             return Progress(pr.match_index, pr.next_index, PROBE, False, (), True)
         return None
+    if pr.state is SNAPSHOT:
+        if index < pr.snap_index:
+            # A late answer to an AppendEntries sent before the snapshot began.
+            return attrs.evolve(pr, match_index=index, recent_active=True)
+        # It caught up past the snapshot some other way: stop sending it.
+        return Progress(index, index + 1, REPLICATE, False, (), True)
     if pr.state is PROBE:
         # Found the point of agreement: start streaming (etcd's BecomeReplicate).
         return Progress(index, index + 1, REPLICATE, False, (), True)
@@ -97,6 +139,8 @@ def rejected(pr: Progress, rejected_index: int, match_hint: int) -> Progress | N
     follower's hint). Returns ``None`` for a stale rejection (an old message
     overtaken by events), which must be ignored.
     """
+    if pr.state is SNAPSHOT:
+        return None  # a late rejection of an append sent before the snapshot
     if pr.state is REPLICATE:
         if rejected_index <= pr.match_index:
             return None
@@ -119,10 +163,13 @@ def heard_from(pr: Progress, max_inflight: int) -> Progress:
         inflight = inflight[1:]
     if pr.recent_active and not pr.probe_sent and inflight is pr.inflight:
         return pr
-    return Progress(pr.match_index, pr.next_index, pr.state, False, inflight, True)
+    return Progress(
+        pr.match_index, pr.next_index, pr.state, False, inflight, True, pr.snap_index,
+        pr.snap_offset,
+    )
 
 
 def mark_inactive(pr: Progress) -> Progress:
     if not pr.recent_active:
         return pr
-    return Progress(pr.match_index, pr.next_index, pr.state, pr.probe_sent, pr.inflight, False)
+    return attrs.evolve(pr, recent_active=False)

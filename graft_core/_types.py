@@ -6,6 +6,8 @@ import enum
 
 import attrs
 
+from graft_core._membership import Membership
+
 
 class Role(enum.Enum):
     """A node's role (Raft §5.1, plus the pre-candidate of thesis §9.6)."""
@@ -26,6 +28,10 @@ class EntryKind(enum.Enum):
 
     NORMAL = 0
     NOOP = 1
+    #: A configuration change: ``data`` is an encoded
+    #: :class:`~graft_core.Membership`, in effect from the moment it is in the
+    #: log (thesis §4.1). Applications receive it in ``Apply`` too.
+    CONFIG = 2
 
 
 @attrs.frozen(slots=True)
@@ -46,13 +52,35 @@ class HardState:
 
 
 @attrs.frozen(slots=True)
+class SnapshotMeta:
+    """What a snapshot covers (Raft §7): every entry up to ``index``.
+
+    ``term`` is the term of entry ``index`` and ``membership`` the
+    configuration in effect at it -- what a node needs to continue the log
+    after the snapshot without the entries it replaces.
+    """
+
+    index: int
+    term: int
+    membership: Membership
+
+
+@attrs.frozen(slots=True)
 class DurableState:
     """Everything a node persisted; what the shell hands back after a crash.
 
     Args:
         hard_state: the last persisted term and vote.
-        entries: the persisted log, entry 1 first (Raft indexes start at 1).
+        entries: the persisted log after the snapshot: entry
+            ``snapshot.index + 1`` first (entry 1 without a snapshot).
+        snapshot: the latest durable snapshot's metadata, if any.
     """
 
     hard_state: HardState = HardState()
     entries: tuple[Entry, ...] = ()
+    snapshot: SnapshotMeta | None = None
+
+    @property
+    def first_index(self) -> int:
+        """The index of ``entries[0]``."""
+        return 1 if self.snapshot is None else self.snapshot.index + 1

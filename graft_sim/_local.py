@@ -13,6 +13,7 @@ the order they were sent, so a LocalCluster run is reproducible.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 
 import attrs
@@ -20,12 +21,15 @@ import attrs
 from graft_core import (
     Action,
     Apply,
+    ChangeMembership,
+    ChangeOp,
     Config,
     DurableState,
     Entry,
     EntryKind,
     Event,
     HardState,
+    MembershipChanged,
     Message,
     MessageDropped,
     MessageReceived,
@@ -35,10 +39,19 @@ from graft_core import (
     ProposalAccepted,
     ProposalRejected,
     Propose,
+    ReadIndex,
+    ReadReady,
+    ReadRejected,
     Restart,
+    RestoreSnapshot,
     Role,
     Send,
+    SendSnapshot,
+    SnapshotMeta,
+    SnapshotSaved,
     Tick,
+    TransferAborted,
+    TransferLeadership,
     start,
     step,
 )
@@ -46,29 +59,69 @@ from graft_core import (
 
 @attrs.define
 class Storage:
-    """What one node's disk holds: exactly the Persists it completed."""
+    """What one node's disk holds: exactly the Persists it completed.
+
+    ``entries`` start right after ``snapshot`` (at index 1 without one);
+    ``incoming`` is a snapshot being received, not yet durable as a whole.
+    """
 
     hard_state: HardState = attrs.field(factory=HardState)
     entries: list[Entry] = attrs.field(factory=list)
+    snapshot: SnapshotMeta | None = None
+    snapshot_data: bytes = b""
+    incoming: bytearray = attrs.field(factory=bytearray)
+
+    @property
+    def offset(self) -> int:
+        return 0 if self.snapshot is None else self.snapshot.index
 
     def write(self, p: Persist) -> None:
+        chunk = p.snapshot
+        if chunk is not None:
+            if chunk.offset == 0:
+                self.incoming = bytearray()
+            assert chunk.offset == len(self.incoming), "chunks must arrive in order"
+            self.incoming += chunk.data
+            if chunk.done:
+                self.install(chunk.meta, bytes(self.incoming))
+                self.incoming = bytearray()
+        off = self.offset
         if p.truncate_from is not None:
-            del self.entries[p.truncate_from - 1 :]
+            del self.entries[max(p.truncate_from - off - 1, 0) :]
         if p.entries:
-            del self.entries[p.first_index - 1 :]
+            del self.entries[p.first_index - off - 1 :]
             self.entries.extend(p.entries)
         if p.hard_state is not None:
             self.hard_state = p.hard_state
 
+    def install(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Make ``meta`` the snapshot; Raft §7 decides what of the log survives."""
+        off = self.offset
+        k = meta.index - off  # position of the snapshot's last entry, 1-based
+        keep = 0 < k <= len(self.entries) and self.entries[k - 1].term == meta.term
+        self.entries = self.entries[k:] if keep else []
+        self.snapshot, self.snapshot_data = meta, data
+
     def durable(self) -> DurableState:
-        return DurableState(self.hard_state, tuple(self.entries))
+        return DurableState(self.hard_state, tuple(self.entries), self.snapshot)
+
+
+def encode_applied(applied: list[tuple[int, Entry]]) -> bytes:
+    """A LocalCluster node's state machine -- everything it applied -- as snapshot bytes."""
+    return json.dumps(
+        [[i, e.term, e.kind.value, e.data.hex()] for i, e in applied], separators=(",", ":")
+    ).encode()
+
+
+def decode_applied(data: bytes) -> list[tuple[int, Entry]]:
+    return [(i, Entry(t, bytes.fromhex(d), EntryKind(k))) for i, t, k, d in json.loads(data)]
 
 
 class LocalCluster:
     """A hand-driven cluster of graft_core nodes.
 
     Args:
-        ids: the node ids (all voters).
+        ids: the node ids (the bootstrap voters).
         auto_persist: complete every Persist as soon as it is emitted; if
             ``False``, Persists wait until :meth:`complete_persists`.
         config: extra :class:`~graft_core.Config` fields shared by every node
@@ -106,8 +159,33 @@ class LocalCluster:
             nid: [] for nid in self.ids
         }
         self.dropped: dict[str, list[MessageDropped]] = {nid: [] for nid in self.ids}
+        self.reads: dict[str, list[ReadReady | ReadRejected]] = {nid: [] for nid in self.ids}
+        self.memberships: dict[str, list[MembershipChanged]] = {nid: [] for nid in self.ids}
+        self.aborted: dict[str, list[TransferAborted]] = {nid: [] for nid in self.ids}
+        self.restored: dict[str, list[SnapshotMeta]] = {nid: [] for nid in self.ids}
         self.delivered = 0
         self._next_request = 0
+        self._seed = seed
+        self._config = config
+
+    def add_node(self, nid: str) -> None:
+        """Start a new node that waits to be added (``Config(joining=True)``)."""
+        if nid in self.nodes:
+            raise ValueError(f"{nid!r} already exists")
+        k = len(self.configs)
+        cfg = Config(
+            nid, self.ids, joining=True, seed=self._seed + k, **self._config  # type: ignore[arg-type]
+        )
+        self.configs[nid] = cfg
+        self.ids = tuple(sorted((*self.ids, nid)))
+        self.nodes[nid] = start(cfg, self.now)
+        self.storage[nid] = Storage()
+        self.pending_persists[nid] = []
+        for table in (
+            self.applied, self.answers, self.dropped, self.reads, self.memberships, self.aborted,
+            self.restored,
+        ):
+            table[nid] = []
 
     # ------------------------------------------------------------------ driving
 
@@ -133,15 +211,66 @@ class LocalCluster:
                     self.pending_persists[nid].append(a)
             elif isinstance(a, Apply):
                 first = a.first_index
-                self.applied[nid].extend((first + k, e) for k, e in enumerate(a.entries))
+                applied = self.applied[nid]
+                assert not applied or applied[-1][0] == first - 1, "Apply skipped or repeated"
+                applied.extend((first + k, e) for k, e in enumerate(a.entries))
             elif isinstance(a, ProposalAccepted | ProposalRejected):
                 self.answers[nid].append(a)
             elif isinstance(a, MessageDropped):
                 self.dropped[nid].append(a)
+            elif isinstance(a, SendSnapshot):
+                self._send_snapshot(nid, a)
+            elif isinstance(a, RestoreSnapshot):
+                disk = self.storage[nid]
+                assert disk.snapshot == a.meta, "restore of a snapshot that is not durable"
+                self.applied[nid] = decode_applied(disk.snapshot_data)
+                self.restored[nid].append(a.meta)
+            elif isinstance(a, ReadReady | ReadRejected):
+                self.reads[nid].append(a)
+            elif isinstance(a, MembershipChanged):
+                self.memberships[nid].append(a)
+            elif isinstance(a, TransferAborted):
+                self.aborted[nid].append(a)
         out = list(actions)
         if acks:
             out.extend(self.step(nid, PersistCompleted(acks[-1])))
         return tuple(out)
+
+    def _send_snapshot(self, nid: str, a: SendSnapshot) -> None:
+        disk = self.storage[nid]
+        m = a.message
+        if disk.snapshot != m.meta:
+            return  # replaced by a newer snapshot: the leader starts over
+        data = disk.snapshot_data[m.offset : m.offset + a.max_bytes]
+        filled = attrs.evolve(m, data=data, done=m.offset + len(data) >= len(disk.snapshot_data))
+        if (m.src, m.dst) not in self.cut:
+            self.in_flight.append(filled)
+
+    def take_snapshot(self, nid: str, index: int | None = None) -> SnapshotMeta:
+        """Save node ``nid``'s state machine at ``index`` (default: all it applied)."""
+        state = self.nodes[nid]
+        index = state.applied_index if index is None else index
+        meta = state.snapshot_meta(index)
+        applied = [(i, e) for i, e in self.applied[nid] if i <= index]
+        disk = self.storage[nid]
+        disk.install(meta, encode_applied(applied))
+        self.step(nid, SnapshotSaved(index))
+        return meta
+
+    def change_membership(self, nid: str, *ops: ChangeOp) -> int:
+        """Ask node ``nid`` to change the configuration; return the request id."""
+        self._next_request += 1
+        self.step(nid, ChangeMembership(self._next_request, ops))
+        return self._next_request
+
+    def transfer(self, nid: str, target: str | None = None) -> None:
+        self.step(nid, TransferLeadership(target))
+
+    def read(self, nid: str) -> int:
+        """Ask node ``nid`` for a read index; return the request id."""
+        self._next_request += 1
+        self.step(nid, ReadIndex(self._next_request))
+        return self._next_request
 
     def complete_persists(self, nid: str) -> tuple[Action, ...]:
         """Make node ``nid``'s pending Persists durable and acknowledge them."""
@@ -203,12 +332,15 @@ class LocalCluster:
             self.deliver_all()
 
     def elect(self, within: int = 100_000) -> str:
-        """Run until some node is leader and every live node knows it; return its id."""
+        """Run until some node leads and every live member of its configuration knows it;
+        return its id."""
         deadline = self.now + within
         while self.now <= deadline:
             leader = self.leader()
             if leader is not None and all(
-                self.nodes[n].leader_id == leader for n in self.ids if n not in self.down
+                self.nodes[n].leader_id == leader
+                for n in self.nodes[leader].membership.members
+                if n not in self.down and n in self.nodes
             ):
                 return leader
             self.tick(self.next_deadline())
@@ -242,9 +374,11 @@ class LocalCluster:
         self.pending_persists[nid].clear()
 
     def restart(self, nid: str) -> None:
-        """Restart ``nid`` from its storage; the application re-applies from scratch."""
+        """Restart ``nid`` from its storage; the application re-applies from scratch
+        (restoring the snapshot first, if there is one)."""
         self.down.discard(nid)
         self.applied[nid].clear()
+        self.storage[nid].incoming = bytearray()
         self.step(nid, Restart(self.now, self.storage[nid].durable()))
 
     # ------------------------------------------------------------------ views

@@ -26,18 +26,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 import trio
 
 from graft_core import (
     Apply,
+    ChangeMembership,
+    ChangeOp,
     Config,
     EntryKind,
     Event,
+    EventError,
     GraftError,
+    Membership,
+    MembershipChanged,
     Message,
     MessageDropped,
     MessageReceived,
@@ -47,11 +54,20 @@ from graft_core import (
     ProposalAccepted,
     ProposalRejected,
     Propose,
+    ReadIndex,
+    ReadReady,
+    ReadRejected,
     RejectReason,
+    RestoreSnapshot,
     Role,
     RoleChanged,
     Send,
+    SendSnapshot,
+    SnapshotMeta,
+    SnapshotSaved,
     Tick,
+    TransferAborted,
+    TransferLeadership,
     start,
     step,
 )
@@ -59,6 +75,9 @@ from graft_core._rand import stable_key
 from graft_trio import _network, _storage, _wire
 
 log = logging.getLogger("graft_trio")
+_T = TypeVar("_T")
+#: How long shutdown waits for an abandoned write before leaving the storage open.
+_CLOSE_WAIT = 5.0
 
 
 class NodeError(GraftError):
@@ -89,6 +108,38 @@ class StartupError(NodeError):
     """The node cannot start: a bad configuration or a data directory that disagrees."""
 
 
+class NotLeader(NodeError):
+    """Only the leader can do this; ``leader`` names it if known."""
+
+    def __init__(self, message: str, leader: str | None) -> None:
+        super().__init__(message)
+        self.leader = leader
+
+
+class Compacted(NodeError, LookupError):
+    """The entries asked for were compacted into a snapshot.
+
+    Restore the state machine from :meth:`Node.read_snapshot` (it covers every
+    entry up to ``snapshot_index``) and read on from the entry after it.
+    """
+
+    def __init__(self, message: str, snapshot_index: int) -> None:
+        super().__init__(message)
+        self.snapshot_index = snapshot_index
+
+
+class MembershipError(NodeError):
+    """The leader refused a membership change (see the message and ``reason``)."""
+
+    def __init__(self, message: str, reason: RejectReason) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TransferFailed(NodeError):
+    """A leadership transfer did not happen (aborted, or timed out)."""
+
+
 @attrs.frozen
 class Options:
     """Tuning of a node. Times in seconds."""
@@ -104,6 +155,12 @@ class Options:
     fsync: bool = True
     pre_vote: bool = True
     check_quorum: bool = True
+    #: Serve read barriers from the leader lease when valid (thesis §6.4.1).
+    lease_reads: bool = False
+    #: Entries kept before a snapshot for slightly slow followers.
+    snapshot_trailing_entries: int = 1024
+    #: The largest InstallSnapshot chunk sent to a follower.
+    snapshot_chunk_bytes: int = 1 << 20
     seed: int | None = None
     #: Write to disk in a worker thread (the default, so the node keeps serving
     #: during an fsync). Tests on trio's MockClock write inline instead: a thread
@@ -123,6 +180,19 @@ class CommittedEntry:
     term: int
     data: bytes
     noop: bool = False
+
+
+@attrs.frozen
+class SnapshotRestored:
+    """In a subscription: the entries up to ``index`` were replaced by a snapshot.
+
+    The state machine must be restored from :meth:`Node.read_snapshot`, which
+    returns the latest snapshot -- possibly newer than ``index``; skip the
+    entries it covers.
+    """
+
+    index: int
+    term: int
 
 
 @attrs.frozen
@@ -148,6 +218,8 @@ class Status:
     applied_index: int
     last_index: int
     peers: Mapping[str, PeerStatus]
+    membership: Membership
+    snapshot_index: int
 
 
 Address = _network.Address
@@ -165,6 +237,9 @@ class Node:
         options: timing and limits.
         network: how to reach peers; real TCP unless a test passes a
             :class:`~graft_trio.MemoryNetwork`.
+        joining: this node is new to a running cluster whose members are
+            ``peers``: it starts as a non-member that never campaigns, and is
+            brought in by the leader's :meth:`add_learner` / :meth:`add_voter`.
 
     Raises:
         StartupError: ``node_id`` among ``peers``, or an invalid configuration.
@@ -180,6 +255,7 @@ class Node:
         cluster_id: str = "graft",
         options: Options = Options(),
         network: _network.Network | None = None,
+        joining: bool = False,
     ) -> None:
         if node_id in peers:
             raise StartupError(f"node id {node_id!r} is also listed among its peers")
@@ -190,12 +266,16 @@ class Node:
         self.cluster_id = cluster_id
         self.options = options
         self._network: _network.Network = network if network is not None else _network.TcpNetwork()
-        voters = tuple(sorted((node_id, *peers)))
+        voters = tuple(sorted(peers)) if joining else tuple(sorted((node_id, *peers)))
         ms = 1000
         try:
             self.config = Config(
                 node_id,
                 voters,
+                joining=joining,
+                lease_reads=options.lease_reads,
+                snapshot_trailing_entries=options.snapshot_trailing_entries,
+                snapshot_chunk_bytes=options.snapshot_chunk_bytes,
                 seed=options.seed if options.seed is not None else stable_key(node_id),
                 heartbeat_interval=max(1, int(options.heartbeat_interval * ms)),
                 election_timeout=max(2, int(options.election_timeout * ms)),
@@ -212,14 +292,30 @@ class Node:
         self._persist_send, self._persist_recv = trio.open_memory_channel[Persist](math.inf)
         self._queues: dict[str, tuple[trio.MemorySendChannel[Message],
                                       trio.MemoryReceiveChannel[Message]]] = {}
+        #: Committed entries from index ``_first`` on (earlier ones were compacted).
         self._committed: list[CommittedEntry] = []
+        self._first = 1
+        self._restored: SnapshotRestored | None = None
         self._committed_changed = trio.Event()
-        self._callbacks: list[tuple[int, Callable[[CommittedEntry], None]]] = []
+        self._callbacks: list[
+            tuple[int, Callable[[CommittedEntry], None], Callable[[SnapshotRestored], None] | None]
+        ] = []
+        self._membership_callbacks: list[Callable[[Membership], None]] = []
+        self._reads: dict[int, _PendingRead] = {}
+        self._transfers: list[_PendingTransfer] = []
+        self._role_changed = trio.Event()
         self._waiting: dict[int, _Pending] = {}
         self._by_index: dict[int, list[_Pending]] = {}
         self._writing = False
+        #: Set by the writer thread when a write returns (even after it was abandoned).
+        self._write_finished = threading.Event()
         #: peer -> the cancel scope of its accepted connection (the newest wins).
         self._links: dict[str, trio.CancelScope] = {}
+        #: peer -> the cancel scope of our dialer to it (we dial larger ids).
+        self._dialers: dict[str, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
+        #: Storage is not thread-safe: one disk operation at a time.
+        self._disk_lock = trio.Lock()
         self._next_request = 0
         self._t0 = 0.0
         self._storage: _storage.Storage | None = None
@@ -264,12 +360,10 @@ class Node:
         self._running = True
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._serve, listener)
                 nursery.start_soon(self._persister)
-                for peer in sorted(self.peers):
-                    self._queues[peer] = trio.open_memory_channel[Message](self.options.peer_queue)
-                    if self.node_id < peer:
-                        nursery.start_soon(self._dialer, peer)
+                self._sync_peers(self._state.membership)
                 task_status.started()
                 await self._drive()
         finally:
@@ -278,6 +372,17 @@ class Node:
             for pending in self._waiting.values():
                 pending.done.set()
             self._committed_changed.set()
+            if self._writing and self.options.disk_in_thread:
+                # A write was in flight when we were cancelled; its thread was
+                # abandoned. Give it a bounded time to finish so the storage
+                # (and its directory lock) can be released for a restart; a
+                # hung disk still cannot hang shutdown.
+                with trio.CancelScope(shield=True):
+                    finished = await trio.to_thread.run_sync(
+                        self._write_finished.wait, _CLOSE_WAIT, abandon_on_cancel=True
+                    )
+                if finished:
+                    self._writing = False
             if not self._writing:
                 if self.options.disk_in_thread:
                     with trio.CancelScope(shield=True):
@@ -364,13 +469,106 @@ class Node:
                 p = self._waiting.get(a.request_id)
                 if p is not None:
                     p.rejection = a.reason
+                    p.detail = a.detail
+                    p.leader_hint = a.leader_hint
                     p.done.set()
+            elif isinstance(a, ReadReady | ReadRejected):
+                r = self._reads.get(a.request_id)
+                if r is not None:
+                    r.answer = a
+                    r.done.set()
+            elif isinstance(a, SendSnapshot):
+                assert self._nursery is not None
+                self._nursery.start_soon(self._send_snapshot, a)
+            elif isinstance(a, RestoreSnapshot):
+                self._restore(a.meta)
+            elif isinstance(a, MembershipChanged):
+                log.info("%s: configuration at %d: voters %s%s, learners %s", self.node_id,
+                         a.index, a.membership.voters,
+                         f" (joint with {a.membership.outgoing})" if a.membership.is_joint else "",
+                         a.membership.learners)
+                self._sync_peers(a.membership)
+                for cb in self._membership_callbacks:
+                    cb(a.membership)
+            elif isinstance(a, TransferAborted):
+                for t in self._transfers:
+                    t.aborted = a.reason
+                    t.done.set()
             elif isinstance(a, RoleChanged):
                 log.info("%s: %s in term %d, leader %s", self.node_id, a.role.value, a.term,
                          a.leader_id)
+                changed, self._role_changed = self._role_changed, trio.Event()
+                changed.set()
             elif isinstance(a, MessageDropped):
                 log.debug("%s: dropped %s: %s %s", self.node_id, type(a.message).__name__,
                           a.reason.value, a.detail)
+
+    @property
+    def _last_delivered(self) -> int:
+        return self._first + len(self._committed) - 1
+
+    def _restore(self, meta: SnapshotMeta) -> None:
+        # Raft §7: everything up to meta.index is now in the snapshot only.
+        self._committed.clear()
+        self._first = meta.index + 1
+        marker = SnapshotRestored(meta.index, meta.term)
+        self._restored = marker
+        for start_index, _, on_snapshot in self._callbacks:
+            if on_snapshot is not None and start_index <= meta.index:
+                on_snapshot(marker)
+        self._callbacks = [
+            (max(start_index, meta.index + 1), cb, on_snapshot)
+            for start_index, cb, on_snapshot in self._callbacks
+        ]
+        changed, self._committed_changed = self._committed_changed, trio.Event()
+        changed.set()
+
+    async def _send_snapshot(self, a: SendSnapshot) -> None:
+        """Fill an InstallSnapshot chunk from the durable snapshot and send it."""
+        storage = self._storage
+        assert storage is not None
+        m = a.message
+        async with self._disk_lock:
+            chunk = await self._disk(storage.read_snapshot, m.meta.index, m.offset, a.max_bytes)
+            size = storage.snapshot_size()
+        if chunk is None:
+            return  # replaced by a newer snapshot: the leader will start over
+        self._send(attrs.evolve(m, data=chunk, done=m.offset + len(chunk) >= size))
+
+    async def _disk(self, fn: Callable[..., _T], *args: object) -> _T:
+        if self.options.disk_in_thread:
+            return await trio.to_thread.run_sync(fn, *args)
+        return fn(*args)
+
+    def _sync_peers(self, membership: Membership) -> None:
+        """Connect to the members of ``membership``; drop everyone else (thesis §4)."""
+        nursery = self._nursery
+        assert nursery is not None
+        for peer, address in membership.addresses:
+            if peer != self.node_id:
+                host, _, port = address.rpartition(":")
+                if host and port.isdigit():
+                    self.peers[peer] = (host, int(port))
+        wanted = set(membership.members) - {self.node_id}
+        if not membership.is_member(self.node_id):
+            # Joining (not added yet) or removed: keep the peers we were given,
+            # so that the leader can reach us and we it.
+            wanted |= set(self.peers)
+        for peer in sorted(wanted):
+            if peer not in self._queues:
+                self._queues[peer] = trio.open_memory_channel[Message](self.options.peer_queue)
+            if self.node_id < peer and peer not in self._dialers and peer in self.peers:
+                scope = trio.CancelScope()
+                self._dialers[peer] = scope
+                nursery.start_soon(self._dialer, peer, scope)
+        for peer in sorted(set(self._queues) - wanted):
+            log.info("%s: %s left the configuration; disconnecting", self.node_id, peer)
+            send, _ = self._queues.pop(peer)
+            send.close()
+            for scopes in (self._dialers, self._links):
+                gone = scopes.pop(peer, None)
+                if gone is not None:
+                    gone.cancel()
 
     def _send(self, m: Message) -> None:
         queue = self._queues.get(m.dst)
@@ -383,12 +581,12 @@ class Node:
     def _apply(self, a: Apply) -> None:
         for k, e in enumerate(a.entries):
             index = a.first_index + k
-            if index <= len(self._committed):
+            if index <= self._last_delivered:
                 continue  # re-applied after a restart of the core: already known
             entry = CommittedEntry(index, e.term, e.data, e.kind is not EntryKind.NORMAL)
             self._committed.append(entry)
             if not entry.noop:
-                for start_index, cb in self._callbacks:
+                for start_index, cb, _ in self._callbacks:
                     if index >= start_index:
                         cb(entry)
         changed, self._committed_changed = self._committed_changed, trio.Event()
@@ -399,8 +597,13 @@ class Node:
                 self._check_applied(p)
 
     def _check_applied(self, p: _Pending) -> bool:
-        if p.index and len(self._committed) >= p.index:
-            p.committed_term = self._committed[p.index - 1].term
+        if p.index and self._last_delivered >= p.index:
+            if p.index >= self._first:
+                p.committed_term = self._committed[p.index - self._first].term
+            else:
+                # Compacted already, so committed -- and an entry at that index
+                # in the leader's term can only be the one it accepted (§5.3).
+                p.committed_term = p.term
             p.done.set()
             return True
         return False
@@ -420,11 +623,20 @@ class Node:
             # A hung disk must not hang shutdown: the thread may be abandoned
             # (and the storage is then left open rather than closed under it).
             self._writing = True
-            try:
-                if self.options.disk_in_thread:
-                    await trio.to_thread.run_sync(storage.write, batch, abandon_on_cancel=True)
-                else:
+            self._write_finished.clear()
+
+            def write(batch: list[Persist] = batch) -> None:
+                try:
                     storage.write(batch)
+                finally:
+                    self._write_finished.set()
+
+            try:
+                async with self._disk_lock:
+                    if self.options.disk_in_thread:
+                        await trio.to_thread.run_sync(write, abandon_on_cancel=True)
+                    else:
+                        write()
             except _storage.StorageError as e:
                 self._failure = e
                 log.error("%s: stopping: %s", self.node_id, e)
@@ -449,7 +661,7 @@ class Node:
     # sender, recipient, schema version) and checks the other's.
 
     async def _read_hello(self, stream: trio.abc.Stream, reader: _wire.FrameReader) -> str:
-        members = frozenset(self.peers)
+        members = frozenset(self._queues)
         while True:
             # Until a peer says who it is, it may not make us buffer much.
             frame = reader.next_frame(max_frame=_wire.MAX_HELLO_FRAME)
@@ -486,8 +698,13 @@ class Node:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return
 
-    async def _dialer(self, peer: str) -> None:
-        """Keep our one connection to ``peer`` (a larger id) up, with backoff."""
+    async def _dialer(self, peer: str, scope: trio.CancelScope) -> None:
+        """Keep our one connection to ``peer`` (a larger id) up, with backoff,
+        until ``scope`` is cancelled (the peer left the configuration)."""
+        with scope:
+            await self._dial_forever(peer)
+
+    async def _dial_forever(self, peer: str) -> None:
         delay = self.options.reconnect_min
         address = self.peers[peer]
         while True:
@@ -527,8 +744,10 @@ class Node:
                     await loop()
                 except _wire.WireError as e:
                     self._wire_error(e)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    pass
+                except (
+                    trio.BrokenResourceError, trio.ClosedResourceError, trio.EndOfChannel, OSError
+                ):
+                    pass  # (EndOfChannel: the peer left the configuration)
                 finally:
                     nursery.cancel_scope.cancel()
 
@@ -554,7 +773,10 @@ class Node:
             reader.feed(bytes(data))
 
     async def _write_loop(self, stream: trio.abc.Stream, peer: str) -> None:
-        queue = self._queues[peer][1]
+        queues = self._queues.get(peer)
+        if queues is None:
+            return  # not (or no longer) a member
+        queue = queues[1]
         while True:
             batch = [await queue.receive()]
             while len(batch) < 4096:
@@ -633,61 +855,314 @@ class Node:
         """Committed entries from ``from_index`` on (the proposal's "Idea A", pulling).
 
         No-op entries leaders write are included (``noop=True``) so indexes stay dense.
+
+        Raises:
+            Compacted: ``from_index`` was compacted into a snapshot; restore from
+                :meth:`read_snapshot` and continue after its index.
         """
         if from_index < 1:
             raise ValueError("log indexes start at 1")
         self._check_running()
-        return self._committed[from_index - 1 :]
+        if from_index < self._first:
+            raise Compacted(
+                f"entries before {self._first} were compacted into a snapshot; restore it "
+                "with read_snapshot() and continue from the entry after its index",
+                self._first - 1,
+            )
+        return self._committed[from_index - self._first :]
 
-    async def subscribe(self, from_index: int = 1) -> AsyncIterator[CommittedEntry]:
+    async def subscribe(
+        self, from_index: int = 1
+    ) -> AsyncIterator[CommittedEntry | SnapshotRestored]:
         """Every committed entry from ``from_index`` on, in order, exactly once ("Idea B").
 
-        Entries the leaders write for themselves (no-ops) are skipped.
+        Entries the leaders write for themselves (no-ops and configuration
+        changes) are skipped. Where the entries asked for were compacted, a
+        :class:`SnapshotRestored` comes first: restore from :meth:`read_snapshot`.
         """
         if from_index < 1:
             raise ValueError("log indexes start at 1")
         self._check_running()
         i = from_index
         while True:
-            while i <= len(self._committed):
-                entry = self._committed[i - 1]
+            if i < self._first:
+                marker = self._restored or SnapshotRestored(self._first - 1, 0)
+                i = self._first
+                yield marker
+                continue
+            while i <= self._last_delivered:
+                entry = self._committed[i - self._first]
                 i += 1
                 if not entry.noop:
                     yield entry
+                if i < self._first:
+                    break  # a snapshot replaced the entries meanwhile
             if self._closed:
                 return
+            if i <= self._last_delivered or i < self._first:
+                continue
             await self._committed_changed.wait()
 
     def on_commit(
-        self, callback: Callable[[CommittedEntry], None], *, from_index: int = 1
+        self,
+        callback: Callable[[CommittedEntry], None],
+        *,
+        from_index: int = 1,
+        on_snapshot: Callable[[SnapshotRestored], None] | None = None,
     ) -> None:
         """Call ``callback`` with every committed entry from ``from_index`` on, once, in order.
 
         No-ops are skipped. Entries already committed are delivered at once, the
         rest as they commit; after a restart, pass the index the application
-        resumes from so nothing is delivered twice.
+        resumes from so nothing is delivered twice. ``on_snapshot`` is called
+        when the entries at ``from_index`` (or later ones) were replaced by a
+        snapshot: the application restores from :meth:`read_snapshot` (without
+        it, those entries are simply skipped).
         """
         if from_index < 1:
             raise ValueError("log indexes start at 1")
-        for entry in self._committed[from_index - 1 :]:
+        if from_index < self._first and on_snapshot is not None:
+            on_snapshot(self._restored or SnapshotRestored(self._first - 1, 0))
+        start_index = max(from_index, self._first)
+        for entry in self._committed[start_index - self._first :]:
             if not entry.noop:
                 callback(entry)
-        self._callbacks.append((max(from_index, len(self._committed) + 1), callback))
+        self._callbacks.append((max(start_index, self._last_delivered + 1), callback, on_snapshot))
+
+    def on_membership(self, callback: Callable[[Membership], None]) -> None:
+        """Call ``callback`` with every configuration this node starts using (thesis §4.1:
+        a configuration is used from the moment it is in the log)."""
+        self._membership_callbacks.append(callback)
 
     def status(self) -> Status:
-        """Role, term, leader, commit/applied index and each peer's progress."""
+        """Role, term, leader, commit/applied index, configuration and each peer's progress."""
         self._check_running()
         s = self._state
         assert s is not None
         peers = {}
-        for peer in s.config.peers:
+        for peer in s.peers:
             pr = s.progress_of(peer)
             if pr is not None:
                 peers[peer] = PeerStatus(pr.match_index, pr.next_index, pr.state.value)
         return Status(
             self.node_id, s.role, s.term, s.leader_id, s.commit_index, s.applied_index,
-            s.last_index, peers,
+            s.last_index, peers, s.membership, s.snapshot.index if s.snapshot else 0,
         )
+
+    # ------------------------------------------------------------------ snapshots
+
+    async def save_snapshot(self, index: int, data: bytes) -> None:
+        """Hand graft a snapshot of the state machine after applying entry ``index``.
+
+        It is written durably (temp file, fsync, rename, directory fsync); then
+        the log before it is compacted and followers that need those entries are
+        sent the snapshot instead (Raft §7).
+
+        Raises:
+            ValueError: ``index`` is not a committed index this node delivered,
+                or is older than the current snapshot.
+        """
+        self._check_running()
+        state = self._state
+        storage = self._storage
+        assert state is not None and storage is not None
+        if not isinstance(data, bytes):
+            raise TypeError(f"snapshot data must be bytes, not {type(data).__name__}")
+        if index > self._last_delivered:
+            raise ValueError(f"entry {index} has not been delivered yet")
+        try:
+            meta = state.snapshot_meta(index)
+        except EventError as e:
+            raise ValueError(str(e)) from None
+        if state.snapshot is not None and index <= state.snapshot.index:
+            raise ValueError(f"a snapshot at {state.snapshot.index} already covers {index}")
+        async with self._disk_lock:
+            await self._disk(storage.save_snapshot, meta, [data])
+        self._events_send.send_nowait(SnapshotSaved(index))
+        # The driver steps it next; return once it has, so status() shows it.
+        while self._running and self._snapshot_index() < index:
+            await trio.sleep(0)
+        # Keep the same trailing window the core keeps, for slow readers.
+        keep_from = max(self._first, index + 1 - self.options.snapshot_trailing_entries)
+        del self._committed[: keep_from - self._first]
+        self._first = keep_from
+        if self._restored is None or self._restored.index < index:
+            self._restored = SnapshotRestored(meta.index, meta.term)
+
+    def _snapshot_index(self) -> int:
+        s = self._state
+        return s.snapshot.index if s is not None and s.snapshot is not None else 0
+
+    def latest_snapshot(self) -> SnapshotMeta | None:
+        """The metadata of the latest durable snapshot, if any."""
+        self._check_running()
+        storage = self._storage
+        assert storage is not None
+        return storage.snapshot_meta()
+
+    async def read_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
+        """The latest durable snapshot and its data (``None`` if there is none)."""
+        self._check_running()
+        storage = self._storage
+        assert storage is not None
+        async with self._disk_lock:
+            meta = storage.snapshot_meta()
+            if meta is None:
+                return None
+
+            def read_all() -> bytes:
+                return b"".join(storage.iter_snapshot(1 << 20))
+
+            data = await self._disk(read_all)
+        return meta, data
+
+    # ------------------------------------------------------------------ reads
+
+    async def read_barrier(self, *, timeout: float | None = None) -> int:
+        """Wait until a linearizable read may be served here (thesis §6.4).
+
+        Returns an index: once the application has applied every committed
+        entry up to it, its state reflects every write that completed before
+        this call, on any node. No log entry is written; the leader confirms
+        its leadership with a heartbeat round (or its lease, with
+        ``Options.lease_reads``). Works on followers too.
+
+        Raises:
+            NoLeader: no leader could confirm within the timeout.
+        """
+        self._check_running()
+        timeout = self.options.append_timeout if timeout is None else timeout
+        answer: ReadReady | ReadRejected | None = None
+        with trio.move_on_after(timeout):
+            while True:
+                # A fresh id per attempt: an answer to an earlier attempt can
+                # never satisfy this one (etcd #20418).
+                self._next_request += 1
+                rid = self._next_request
+                pending = _PendingRead()
+                self._reads[rid] = pending
+                try:
+                    self._events_send.send_nowait(ReadIndex(rid))
+                    await pending.done.wait()
+                finally:
+                    del self._reads[rid]
+                answer = pending.answer
+                if isinstance(answer, ReadReady):
+                    while self._last_delivered < answer.index and self._running:
+                        await self._committed_changed.wait()
+                    self._check_running()
+                    return answer.index
+                self._check_running()
+                await trio.sleep(self.options.heartbeat_interval)
+        raise NoLeader(f"no leader confirmed a read within {timeout}s")
+
+    # ------------------------------------------------------------------ leadership
+
+    async def transfer_leadership(
+        self, to: str | None = None, *, timeout: float | None = None
+    ) -> str:
+        """Hand leadership to ``to`` (or the most up-to-date voter) (thesis §3.10).
+
+        Returns the new leader's id.
+
+        Raises:
+            NotLeader: this node is not the leader.
+            TransferFailed: the transfer was aborted or did not finish in time.
+        """
+        self._check_running()
+        state = self._state
+        assert state is not None
+        if state.role is not Role.LEADER:
+            raise NotLeader(f"{self.node_id!r} is not the leader", state.leader_id)
+        timeout = self.options.election_timeout * 2 if timeout is None else timeout
+        pending = _PendingTransfer()
+        self._transfers.append(pending)
+        try:
+            self._events_send.send_nowait(TransferLeadership(to))
+            with trio.move_on_after(timeout):
+                while True:
+                    s = self._state
+                    assert s is not None
+                    if s.role is not Role.LEADER and s.leader_id is not None:
+                        return s.leader_id
+                    if pending.aborted is not None:
+                        raise TransferFailed(f"leadership transfer aborted: {pending.aborted}")
+                    self._check_running()
+                    changed = self._role_changed
+                    with trio.move_on_after(self.options.heartbeat_interval):
+                        await changed.wait()
+        finally:
+            self._transfers.remove(pending)
+        raise TransferFailed(f"no new leader within {timeout}s")
+
+    # ------------------------------------------------------------------ membership
+
+    async def add_learner(self, node_id: str, address: Address) -> Membership:
+        """Add a non-voting member that catches up before promotion (thesis §4.2.1)."""
+        return await self.change_membership(
+            ChangeOp("add_learner", node_id, _format_address(address))
+        )
+
+    async def add_voter(self, node_id: str, address: Address | None = None) -> Membership:
+        """Add a voter, or promote a learner (add it as a learner first, thesis §4.2.1)."""
+        where = _format_address(address) if address is not None else None
+        return await self.change_membership(ChangeOp("add_voter", node_id, where))
+
+    async def remove(self, node_id: str) -> Membership:
+        """Remove a member. A leader that removes itself steps down (thesis §4.2.2)."""
+        return await self.change_membership(ChangeOp("remove", node_id))
+
+    async def change_membership(
+        self, *ops: ChangeOp, timeout: float | None = None
+    ) -> Membership:
+        """Change the configuration at the leader; return once the new one is committed.
+
+        Changes of one voter are made directly (thesis §4.1); larger ones through
+        the joint configuration, which is left automatically (thesis §4.3).
+
+        Raises:
+            NotLeader: this node is not the leader.
+            MembershipError: the leader refused it (another change in progress,
+                an invalid change, no entry of its term committed yet).
+            CommitTimeout: not seen committed in time (it may still be).
+        """
+        self._check_running()
+        timeout = self.options.append_timeout if timeout is None else timeout
+        self._next_request += 1
+        rid = self._next_request
+        pending = _Pending()
+        self._waiting[rid] = pending
+        try:
+            self._events_send.send_nowait(ChangeMembership(rid, tuple(ops)))
+            with trio.move_on_after(timeout):
+                await pending.done.wait()
+                if pending.rejection in (RejectReason.NOT_LEADER, RejectReason.NO_LEADER):
+                    raise NotLeader(
+                        f"{self.node_id!r} is not the leader: {pending.detail}",
+                        pending.leader_hint,
+                    )
+                if pending.rejection is not None:
+                    raise MembershipError(
+                        f"{pending.rejection.value}: {pending.detail}", pending.rejection
+                    )
+                if pending.committed_term != pending.term:
+                    raise CommitTimeout("the configuration entry was replaced; not committed")
+                # A joint configuration is left by the leader's own next entry.
+                while True:
+                    s = self._state
+                    assert s is not None
+                    if not s.membership.is_joint and s.commit_index >= s.membership_index:
+                        return s.membership
+                    self._check_running()
+                    await self._committed_changed.wait()
+        finally:
+            self._waiting.pop(rid, None)
+        raise CommitTimeout(f"the membership change was not seen committed within {timeout}s")
+
+
+def _format_address(address: Address) -> str:
+    host, port = address
+    return f"{host}:{port}"
 
 
 @attrs.define
@@ -697,4 +1172,18 @@ class _Pending:
     term: int = 0
     committed_term: int = 0
     rejection: RejectReason | None = None
+    detail: str = ""
+    leader_hint: str | None = None
+
+
+@attrs.define
+class _PendingRead:
+    done: trio.Event = attrs.field(factory=trio.Event)
+    answer: ReadReady | ReadRejected | None = None
+
+
+@attrs.define
+class _PendingTransfer:
+    done: trio.Event = attrs.field(factory=trio.Event)
+    aborted: str | None = None
 

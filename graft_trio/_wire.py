@@ -12,13 +12,38 @@ The first frame on a connection is a HELLO; every later frame is a BATCH::
 
     hello   = ["graft", version, cluster_id, src, dst]
     batch   = [message, ...]
-    message = [tag, term, src, dst, field, ...]      (positional; see _FIELDS)
+    message = [tag, term, src, dst, field, ...]      (positional; see below)
     entry   = [term, kind, data]
 
-``src`` and ``dst`` are node ids (str); every ``data`` is a msgpack bin
-(bytes stay bytes); enums travel as the small ints of ``_ENTRY_KIND_TO_WIRE``
-and ``_REJECT_TO_WIRE``, never as Python enum values, so renaming a member
-cannot change the format.
+The fields after ``[tag, term, src, dst]``, by tag (``_FIELDS``; a test keeps
+this table, ``_FIELDS`` and graft_core's message classes in step)::
+
+    tag  message                  fields
+    1    VoteRequest              last_log_index last_log_term pre_vote transfer
+    2    VoteResponse             granted pre_vote
+    3    AppendRequest            prev_log_index prev_log_term entries leader_commit
+    4    AppendResponse           success index hint_index hint_term
+    5    Heartbeat                leader_commit read_seq
+    6    HeartbeatResponse        read_seq
+    7    ForwardProposal          request_id data
+    8    ForwardResponse          request_id index entry_term rejection leader_hint
+    9    InstallSnapshot          meta.index meta.term meta.membership offset data done
+    10   InstallSnapshotResponse  index next_offset done match_index
+    11   TimeoutNow               -
+    12   ReadIndexRequest         request_id
+    13   ReadIndexResponse        request_id index rejection leader_hint
+
+``src`` and ``dst`` are node ids (str); ``entries`` is an array of ``entry``;
+every ``data`` is a msgpack bin (bytes stay bytes); an InstallSnapshot's
+:class:`~graft_core.SnapshotMeta` travels flattened, its ``membership`` as the
+bin :meth:`graft_core.Membership.encode` writes (canonical, so one membership
+has one encoding). ``rejection`` and ``leader_hint`` may be nil. Enums travel
+as the small ints of ``_ENTRY_KIND_TO_WIRE`` (NORMAL 0, NOOP 1, CONFIG 2) and
+``_REJECT_TO_WIRE`` (NOT_LEADER 0, NO_LEADER 1, DROPPED 2, TOO_LARGE 3,
+TRANSFERRING 4, CHANGE_IN_PROGRESS 5, NOT_READY 6, INVALID_CHANGE 7), never as
+Python enum values, so renaming a member cannot change the format. A CONFIG
+entry's ``data`` is an encoded membership too; the wire carries it as bytes and
+:func:`~graft_core._messages.malformed_reason` checks that it decodes.
 
 Rules:
 
@@ -31,7 +56,9 @@ Rules:
    rejects a length header announcing more than ``max_frame`` before any
    payload is read; msgpack's per-object limits are bounded by the payload's
    size; a list budget stops a frame of tiny nested arrays from growing into
-   ~64x its size in Python objects (see ``_unpack_untrusted``).
+   ~64x its size in Python objects (see ``_unpack_untrusted``); an encoded
+   membership is parsed only if it is within graft_core's bound
+   (``MAX_ENCODED_BYTES``, checked by ``Membership.decode_untrusted``).
 3. **Types are exact.** A bool is not an int, a str is not bytes, a list is
    not a message; and every decoded message is then checked by
    :func:`graft_core._messages.malformed_reason`, so what leaves the decoder
@@ -44,6 +71,17 @@ Rules:
 Versioning: the HELLO's ``version`` is read before anything after it, so a
 future version may change the layout behind it and still be refused with a
 clear :class:`UnsupportedVersion` rather than a :class:`MalformedFrame`.
+Changing a tag, a field's order or an enum's int is a new version.
+
+* Version 1: tags 1-8; VoteRequest without ``transfer``, Heartbeat without
+  ``read_seq``, HeartbeatResponse without fields; entry kinds 0-1;
+  rejections 0-3.
+* Version 2 (this one): VoteRequest gains ``transfer``, Heartbeat and
+  HeartbeatResponse ``read_seq`` (leadership transfer and ReadIndex, thesis
+  §3.10 and §6.4); tags 9-13 (InstallSnapshot, InstallSnapshotResponse,
+  TimeoutNow, ReadIndexRequest, ReadIndexResponse); entry kind 2 (CONFIG);
+  rejections 4-7. Version 1 is not read: the arity of three messages changed,
+  so a version 1 peer is refused at its HELLO.
 """
 
 from __future__ import annotations
@@ -56,6 +94,7 @@ import attrs
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type hints
 
 from graft_core._errors import ConfigError, GraftError
+from graft_core._membership import MAX_ENCODED_BYTES, Membership
 from graft_core._messages import (
     AppendRequest,
     AppendResponse,
@@ -63,13 +102,18 @@ from graft_core._messages import (
     ForwardResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     Message,
+    ReadIndexRequest,
+    ReadIndexResponse,
     RejectReason,
+    TimeoutNow,
     VoteRequest,
     VoteResponse,
     malformed_reason,
 )
-from graft_core._types import Entry, EntryKind
+from graft_core._types import Entry, EntryKind, SnapshotMeta
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -97,7 +141,7 @@ __all__ = [
 ]
 
 #: The schema version this module writes in its HELLO.
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 #: The schema versions this module can read.
 SUPPORTED_VERSIONS: frozenset[int] = frozenset({WIRE_VERSION})
 #: Default largest payload, in bytes, of one frame (the length header excluded).
@@ -165,8 +209,9 @@ class EncodeError(GraftError, ValueError):
     """The caller asked to encode something graft's wire format cannot carry.
 
     A malformed message (per :func:`graft_core._messages.malformed_reason`),
-    a non-message, an int outside msgpack's range (-2**63 .. 2**64-1), or a str
-    that is not valid UTF-8 (lone surrogates).
+    a non-message, an int outside msgpack's range (-2**63 .. 2**64-1), a str
+    that is not valid UTF-8 (lone surrogates), or a snapshot membership larger
+    than any peer decodes (graft_core's ``MAX_ENCODED_BYTES``).
     """
 
 
@@ -378,7 +423,8 @@ def decode_hello_untrusted(
 
 # ---------------------------------------------------------------- messages
 
-# Wire tags and field order. Changing either is a new WIRE_VERSION.
+# Wire tags and field order (the module docstring's table). Changing either is
+# a new WIRE_VERSION.
 _TAGS: dict[type, int] = {
     VoteRequest: 1,
     VoteResponse: 2,
@@ -388,34 +434,54 @@ _TAGS: dict[type, int] = {
     HeartbeatResponse: 6,
     ForwardProposal: 7,
     ForwardResponse: 8,
+    InstallSnapshot: 9,
+    InstallSnapshotResponse: 10,
+    TimeoutNow: 11,
+    ReadIndexRequest: 12,
+    ReadIndexResponse: 13,
 }
 # The fields after [tag, term, src, dst], in wire order (documentation and the
 # arity check; the codecs below spell them out for speed).
 _FIELDS: dict[int, tuple[str, ...]] = {
-    1: ("last_log_index", "last_log_term", "pre_vote"),
+    1: ("last_log_index", "last_log_term", "pre_vote", "transfer"),
     2: ("granted", "pre_vote"),
     3: ("prev_log_index", "prev_log_term", "entries", "leader_commit"),
     4: ("success", "index", "hint_index", "hint_term"),
-    5: ("leader_commit",),
-    6: (),
+    5: ("leader_commit", "read_seq"),
+    6: ("read_seq",),
     7: ("request_id", "data"),
     8: ("request_id", "index", "entry_term", "rejection", "leader_hint"),
+    9: ("meta.index", "meta.term", "meta.membership", "offset", "data", "done"),
+    10: ("index", "next_offset", "done", "match_index"),
+    11: (),
+    12: ("request_id",),
+    13: ("request_id", "index", "rejection", "leader_hint"),
 }
 _ARITY: dict[int, int] = {tag: 4 + len(fields) for tag, fields in _FIELDS.items()}
 
-_ENTRY_KIND_TO_WIRE: dict[EntryKind, int] = {EntryKind.NORMAL: 0, EntryKind.NOOP: 1}
+_ENTRY_KIND_TO_WIRE: dict[EntryKind, int] = {
+    EntryKind.NORMAL: 0,
+    EntryKind.NOOP: 1,
+    EntryKind.CONFIG: 2,
+}
 _ENTRY_KIND_FROM_WIRE: dict[int, EntryKind] = {v: k for k, v in _ENTRY_KIND_TO_WIRE.items()}
 _REJECT_TO_WIRE: dict[RejectReason, int] = {
     RejectReason.NOT_LEADER: 0,
     RejectReason.NO_LEADER: 1,
     RejectReason.DROPPED: 2,
     RejectReason.TOO_LARGE: 3,
+    RejectReason.TRANSFERRING: 4,
+    RejectReason.CHANGE_IN_PROGRESS: 5,
+    RejectReason.NOT_READY: 6,
+    RejectReason.INVALID_CHANGE: 7,
 }
 _REJECT_FROM_WIRE: dict[int, RejectReason] = {v: k for k, v in _REJECT_TO_WIRE.items()}
 
 
 def _to_wire(m: Message) -> list[object]:
-    # Trusted input (malformed_reason passed), so no checks here.
+    # Trusted input (malformed_reason passed), so no checks here but the one
+    # malformed_reason cannot make: the size of a snapshot's membership.
+    # Most frequent first.
     if type(m) is AppendRequest:
         kinds = _ENTRY_KIND_TO_WIRE
         entries = [[e.term, kinds[e.kind], e.data] for e in m.entries]
@@ -424,19 +490,41 @@ def _to_wire(m: Message) -> list[object]:
     if type(m) is AppendResponse:
         return [4, m.term, m.src, m.dst, m.success, m.index, m.hint_index, m.hint_term]
     if type(m) is Heartbeat:
-        return [5, m.term, m.src, m.dst, m.leader_commit]
+        return [5, m.term, m.src, m.dst, m.leader_commit, m.read_seq]
     if type(m) is HeartbeatResponse:
-        return [6, m.term, m.src, m.dst]
+        return [6, m.term, m.src, m.dst, m.read_seq]
     if type(m) is VoteRequest:
-        return [1, m.term, m.src, m.dst, m.last_log_index, m.last_log_term, m.pre_vote]
+        return [1, m.term, m.src, m.dst, m.last_log_index, m.last_log_term, m.pre_vote,
+                m.transfer]
     if type(m) is VoteResponse:
         return [2, m.term, m.src, m.dst, m.granted, m.pre_vote]
     if type(m) is ForwardProposal:
         return [7, m.term, m.src, m.dst, m.request_id, m.data]
-    assert type(m) is ForwardResponse
-    rejection = None if m.rejection is None else _REJECT_TO_WIRE[m.rejection]
-    return [8, m.term, m.src, m.dst, m.request_id, m.index, m.entry_term, rejection,
+    if type(m) is ForwardResponse:
+        return [8, m.term, m.src, m.dst, m.request_id, m.index, m.entry_term,
+                _rejection_to_wire(m.rejection), m.leader_hint]
+    if type(m) is InstallSnapshot:
+        meta = m.meta
+        membership = meta.membership.encode()
+        if len(membership) > MAX_ENCODED_BYTES:
+            # Rule 4: the peer's decoder would refuse it.
+            raise EncodeError(f"a membership of {len(membership)} bytes exceeds "
+                              f"{MAX_ENCODED_BYTES}: {m!r}")
+        return [9, m.term, m.src, m.dst, meta.index, meta.term, membership, m.offset, m.data,
+                m.done]
+    if type(m) is InstallSnapshotResponse:
+        return [10, m.term, m.src, m.dst, m.index, m.next_offset, m.done, m.match_index]
+    if type(m) is TimeoutNow:
+        return [11, m.term, m.src, m.dst]
+    if type(m) is ReadIndexRequest:
+        return [12, m.term, m.src, m.dst, m.request_id]
+    assert type(m) is ReadIndexResponse
+    return [13, m.term, m.src, m.dst, m.request_id, m.index, _rejection_to_wire(m.rejection),
             m.leader_hint]
+
+
+def _rejection_to_wire(rejection: RejectReason | None) -> int | None:
+    return None if rejection is None else _REJECT_TO_WIRE[rejection]
 
 
 def _pack(obj: object) -> bytes:
@@ -454,8 +542,9 @@ def _pack_messages(messages: Sequence[Message]) -> list[bytes]:
         reason = malformed_reason(m)
         if reason is not None:
             raise EncodeError(f"refusing to encode a malformed message ({reason}): {m!r}")
+        wire = _to_wire(m)
         try:
-            packed.append(packer.pack(_to_wire(m)))
+            packed.append(packer.pack(wire))
         except (OverflowError, ValueError, TypeError) as e:  # ints out of range, surrogates
             raise EncodeError(f"not encodable: {e}: {m!r}") from e
     return packed
@@ -519,7 +608,8 @@ class _ListBudget:
     # msgpack's list_hook, called on every array as it is completed: counts
     # them and aborts the unpack once there are more than a well-formed payload
     # of this size could hold. Every array graft writes, bar the batch and an
-    # empty entries list, is a message or an entry of at least 5 bytes, so a
+    # empty entries list, is a message or an entry of at least 5 bytes (the
+    # smallest are TimeoutNow and an empty entry), so a
     # legitimate payload of n bytes holds at most n // 4 + 1 arrays. Without
     # this, a frame of one-byte empty arrays becomes ~64 bytes of Python
     # objects per byte; with it, no frame costs much more than a real one.
@@ -610,10 +700,32 @@ def _entries(x: object) -> tuple[Entry, ...]:
     return tuple(out)
 
 
+def _rejection(tag: int, x: object) -> RejectReason | None:
+    if x is None:
+        return None
+    rejection = _REJECT_FROM_WIRE.get(_int(tag, x, "rejection"))
+    if rejection is None:
+        raise _fail(tag, f"unknown rejection {x}")
+    return rejection
+
+
+def _leader_hint(tag: int, x: object) -> str | None:
+    return None if x is None else _str(tag, x, "leader_hint")
+
+
+def _membership(tag: int, x: object) -> Membership:
+    data = _bytes(tag, x, "membership")
+    try:
+        return Membership.decode_untrusted(data)
+    except ConfigError as e:
+        # The reason may quote the peer's whole membership: keep logs short.
+        raise _fail(tag, f"membership does not decode: {str(e)[:200]}") from None
+
+
 def _decode_vote_request(f: list[object]) -> Message:
     return VoteRequest(_int(1, f[1], "term"), _str(1, f[2], "src"), _str(1, f[3], "dst"),
                        _int(1, f[4], "last_log_index"), _int(1, f[5], "last_log_term"),
-                       _bool(1, f[6], "pre_vote"))
+                       _bool(1, f[6], "pre_vote"), _bool(1, f[7], "transfer"))
 
 
 def _decode_vote_response(f: list[object]) -> Message:
@@ -635,11 +747,12 @@ def _decode_append_response(f: list[object]) -> Message:
 
 def _decode_heartbeat(f: list[object]) -> Message:
     return Heartbeat(_int(5, f[1], "term"), _str(5, f[2], "src"), _str(5, f[3], "dst"),
-                     _int(5, f[4], "leader_commit"))
+                     _int(5, f[4], "leader_commit"), _int(5, f[5], "read_seq"))
 
 
 def _decode_heartbeat_response(f: list[object]) -> Message:
-    return HeartbeatResponse(_int(6, f[1], "term"), _str(6, f[2], "src"), _str(6, f[3], "dst"))
+    return HeartbeatResponse(_int(6, f[1], "term"), _str(6, f[2], "src"), _str(6, f[3], "dst"),
+                             _int(6, f[4], "read_seq"))
 
 
 def _decode_forward_proposal(f: list[object]) -> Message:
@@ -648,15 +761,42 @@ def _decode_forward_proposal(f: list[object]) -> Message:
 
 
 def _decode_forward_response(f: list[object]) -> Message:
-    rejection: RejectReason | None = None
-    if f[7] is not None:
-        rejection = _REJECT_FROM_WIRE.get(_int(8, f[7], "rejection"))
-        if rejection is None:
-            raise _fail(8, f"unknown rejection {f[7]}")
-    leader_hint = None if f[8] is None else _str(8, f[8], "leader_hint")
     return ForwardResponse(_int(8, f[1], "term"), _str(8, f[2], "src"), _str(8, f[3], "dst"),
                            _int(8, f[4], "request_id"), _int(8, f[5], "index"),
-                           _int(8, f[6], "entry_term"), rejection, leader_hint)
+                           _int(8, f[6], "entry_term"), _rejection(8, f[7]),
+                           _leader_hint(8, f[8]))
+
+
+def _decode_install_snapshot(f: list[object]) -> Message:
+    term, src, dst = _int(9, f[1], "term"), _str(9, f[2], "src"), _str(9, f[3], "dst")
+    index, meta_term = _int(9, f[4], "meta.index"), _int(9, f[5], "meta.term")
+    offset, data, done = _int(9, f[7], "offset"), _bytes(9, f[8], "data"), _bool(9, f[9], "done")
+    # The membership last: parsing it is the only costly check.
+    meta = SnapshotMeta(index, meta_term, _membership(9, f[6]))
+    return InstallSnapshot(term, src, dst, meta, offset, data, done)
+
+
+def _decode_install_snapshot_response(f: list[object]) -> Message:
+    return InstallSnapshotResponse(_int(10, f[1], "term"), _str(10, f[2], "src"),
+                                   _str(10, f[3], "dst"), _int(10, f[4], "index"),
+                                   _int(10, f[5], "next_offset"), _bool(10, f[6], "done"),
+                                   _int(10, f[7], "match_index"))
+
+
+def _decode_timeout_now(f: list[object]) -> Message:
+    return TimeoutNow(_int(11, f[1], "term"), _str(11, f[2], "src"), _str(11, f[3], "dst"))
+
+
+def _decode_read_index_request(f: list[object]) -> Message:
+    return ReadIndexRequest(_int(12, f[1], "term"), _str(12, f[2], "src"),
+                            _str(12, f[3], "dst"), _int(12, f[4], "request_id"))
+
+
+def _decode_read_index_response(f: list[object]) -> Message:
+    return ReadIndexResponse(_int(13, f[1], "term"), _str(13, f[2], "src"),
+                             _str(13, f[3], "dst"), _int(13, f[4], "request_id"),
+                             _int(13, f[5], "index"), _rejection(13, f[6]),
+                             _leader_hint(13, f[7]))
 
 
 _DECODERS: dict[int, Callable[[list[object]], Message]] = {
@@ -668,6 +808,11 @@ _DECODERS: dict[int, Callable[[list[object]], Message]] = {
     6: _decode_heartbeat_response,
     7: _decode_forward_proposal,
     8: _decode_forward_response,
+    9: _decode_install_snapshot,
+    10: _decode_install_snapshot_response,
+    11: _decode_timeout_now,
+    12: _decode_read_index_request,
+    13: _decode_read_index_response,
 }
 
 

@@ -1,11 +1,12 @@
 """The replicated key/value store of the original proposal, shipped.
 
 Every write is a log entry holding JSON ``{"key": ..., "value": ...}`` -- the
-proposal's own example. Reads go through the log too (an entry
-``{"get": key}``), so a get is never stale: it returns the value as of its own
-position in the committed log (ReadIndex, a later issue, will make reads
-cheaper). Every node applies the committed log to its own dictionary; after a
-restart it rebuilds it from its durable log.
+proposal's own example. Reads write nothing: a get waits for a read barrier
+(ReadIndex, thesis §6.4 -- the leader confirms it still leads with one
+heartbeat round) and then answers from the local dictionary, so it is never
+stale, on any node. Every ``snapshot_every`` entries the server hands graft a
+snapshot of its dictionary, so the log is compacted; after a restart, or when
+it was too far behind, a node restores the snapshot and applies the rest.
 
 Run a server per node and talk to any of them::
 
@@ -17,7 +18,14 @@ Run a server per node and talk to any of them::
 Client protocol: one JSON object per line over TCP, one JSON answer per line:
 ``{"op": "put", "key": k, "value": v}``, ``{"op": "get", "key": k}``,
 ``{"op": "status"}``, ``{"op": "dump"}`` (every applied key and the applied
-index). Answers carry ``"ok": true`` or ``"ok": false, "error": ...``.
+index), and at the leader ``{"op": "add_learner", "id": i, "address": "h:p"}``,
+``{"op": "add_voter", "id": i}``, ``{"op": "remove", "id": i}``,
+``{"op": "transfer", "to": i}``. Answers carry ``"ok": true`` or
+``"ok": false, "error": ...``.
+
+A new node joins a running cluster with ``serve --join`` (its ``--peer`` options
+are the current members); then, at the leader, ``add-learner`` it, wait for it
+to catch up, and ``add-voter`` it.
 """
 
 from __future__ import annotations
@@ -32,7 +40,9 @@ from typing import Any
 
 import trio
 
-from graft_trio._node import CommittedEntry, Node, NodeError, Options
+from graft_trio._node import CommittedEntry, Node, NodeError, Options, SnapshotRestored
+
+log = logging.getLogger("graft_trio.kv")
 
 MAX_LINE = 1 << 20
 
@@ -40,12 +50,9 @@ MAX_LINE = 1 << 20
 class KVStateMachine:
     """The state machine: applies committed entries in order."""
 
-    def __init__(self, node_id: str = "") -> None:
-        self.node_id = node_id
+    def __init__(self) -> None:
         self.data: dict[str, Any] = {}
         self.applied = 0
-        #: index -> the value one of *our* get entries read at that point of the log.
-        self.reads: dict[int, Any] = {}
 
     def apply(self, entry: CommittedEntry) -> None:
         self.applied = entry.index
@@ -53,38 +60,102 @@ class KVStateMachine:
             doc = json.loads(entry.data)
         except ValueError:
             return  # not ours: the log is an ordered list of strings, any may appear
-        if not isinstance(doc, dict):
-            return
-        if "get" in doc:
-            if doc.get("from") == self.node_id:
-                self.reads[entry.index] = self.data.get(str(doc["get"]))
-                if len(self.reads) > 10_000:
-                    # Gets replayed after a restart are never collected.
-                    for index in sorted(self.reads)[:5_000]:
-                        del self.reads[index]
-        elif "key" in doc:
+        if isinstance(doc, dict) and "key" in doc:
             self.data[str(doc["key"])] = doc.get("value")
+
+    def snapshot(self) -> bytes:
+        return json.dumps({"applied": self.applied, "data": self.data}, sort_keys=True).encode()
+
+    def restore(self, index: int, data: bytes) -> None:
+        doc = json.loads(data)
+        self.data = dict(doc["data"])
+        self.applied = index
 
 
 class KVServer:
-    """A graft node plus the key/value state machine and a client port."""
+    """A graft node plus the key/value state machine and a client port.
 
-    def __init__(self, node: Node, client_address: tuple[str, int]) -> None:
+    Args:
+        node: the graft node (not started yet).
+        client_address: where clients connect.
+        snapshot_every: hand graft a snapshot after this many applied entries.
+    """
+
+    def __init__(
+        self, node: Node, client_address: tuple[str, int], *, snapshot_every: int = 10_000
+    ) -> None:
         self.node = node
         self.client_address = client_address
-        self.sm = KVStateMachine(node.node_id)
-        node.on_commit(self.sm.apply)
+        self.snapshot_every = snapshot_every
+        self.sm = KVStateMachine()
+        self._snapshot_at = 0
+        self._snapshotting = False
+        self._restoring = False
+        self._restored = trio.Event()
+        self._buffered: list[CommittedEntry] = []
+        self._nursery: trio.Nursery | None = None
+        node.on_commit(self._on_entry, on_snapshot=self._on_snapshot)
+
+    def _on_entry(self, entry: CommittedEntry) -> None:
+        if self._restoring:
+            self._buffered.append(entry)
+            return
+        self.sm.apply(entry)
+        if (
+            self.sm.applied - self._snapshot_at >= self.snapshot_every
+            and not self._snapshotting
+            and self._nursery is not None
+        ):
+            self._snapshotting = True
+            self._nursery.start_soon(self._save, self.sm.applied, self.sm.snapshot())
+
+    def _on_snapshot(self, marker: SnapshotRestored) -> None:
+        # Raft §7: our dictionary is superseded by the snapshot; load it without
+        # blocking the node, and hold back the entries that follow meanwhile.
+        self._restoring = True
+        self._buffered.clear()
+        if self._nursery is not None:
+            self._nursery.start_soon(self._restore)
+
+    async def _restore(self) -> None:
+        got = await self.node.read_snapshot()
+        if got is not None:
+            meta, data = got
+            if meta.index > self.sm.applied:
+                self.sm.restore(meta.index, data)
+                self._snapshot_at = meta.index
+        for entry in self._buffered:
+            if entry.index > self.sm.applied:
+                self.sm.apply(entry)
+        self._buffered.clear()
+        self._restoring = False
+        self._restored.set()
+        self._restored = trio.Event()
+
+    async def _save(self, index: int, data: bytes) -> None:
+        try:
+            await self.node.save_snapshot(index, data)
+            self._snapshot_at = index
+        except (ValueError, NodeError) as e:
+            log.warning("%s: snapshot at %d not saved: %s", self.node.node_id, index, e)
+        finally:
+            self._snapshotting = False
 
     async def put(self, key: str, value: Any) -> int:
         r = await self.node.append(json.dumps({"key": key, "value": value}).encode())
         return r.index
 
     async def get(self, key: str) -> Any:
-        r = await self.node.append(json.dumps({"get": key, "from": self.node.node_id}).encode())
-        return self.sm.reads.pop(r.index, None)
+        # Thesis §6.4: once the barrier's index is applied here, local state
+        # reflects every write that completed before the get began.
+        await self.node.read_barrier()
+        while self._restoring:
+            await self._restored.wait()
+        return self.sm.data.get(key)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             await nursery.start(self.node.run)
             listeners = await trio.open_tcp_listeners(
                 self.client_address[1], host=self.client_address[0]
@@ -133,8 +204,23 @@ class KVServer:
                 }
             if op == "dump":
                 return {"ok": True, "applied": self.sm.applied, "data": self.sm.data}
+            if op == "add_learner":
+                m = await self.node.add_learner(str(req["id"]), parse_address(str(req["address"])))
+                return {"ok": True, "voters": m.voters, "learners": m.learners}
+            if op == "add_voter":
+                address = parse_address(str(req["address"])) if req.get("address") else None
+                m = await self.node.add_voter(str(req["id"]), address)
+                return {"ok": True, "voters": m.voters, "learners": m.learners}
+            if op == "remove":
+                m = await self.node.remove(str(req["id"]))
+                return {"ok": True, "voters": m.voters, "learners": m.learners}
+            if op == "transfer":
+                leader = await self.node.transfer_leadership(req.get("to"))
+                return {"ok": True, "leader": leader}
         except KeyError as e:
             return {"ok": False, "error": f"missing field {e}"}
+        except (argparse.ArgumentTypeError, ValueError) as e:
+            return {"ok": False, "error": str(e)}
         except NodeError as e:
             return {"ok": False, "error": f"{type(e).__name__}: {e}"}
         return {"ok": False, "error": f"unknown op {op!r}"}
@@ -181,30 +267,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--cluster", default="graft-kv")
     s.add_argument("--heartbeat", type=float, default=0.05)
     s.add_argument("--election", type=float, default=0.5)
-    for name in ("put", "get", "status", "dump"):
+    s.add_argument("--join", action="store_true", help="join a running cluster")
+    s.add_argument("--snapshot-every", type=int, default=10_000)
+    for name in ("put", "get", "status", "dump", "add-learner", "add-voter", "remove",
+                 "transfer"):
         c = sub.add_parser(name)
         c.add_argument("--server", type=parse_address, required=True)
         if name in ("put", "get"):
             c.add_argument("key")
         if name == "put":
             c.add_argument("value")
+        if name in ("add-learner", "add-voter", "remove"):
+            c.add_argument("id")
+        if name in ("add-learner", "add-voter"):
+            c.add_argument("address", nargs="?" if name == "add-voter" else None)
+        if name == "transfer":
+            c.add_argument("to", nargs="?")
     args = p.parse_args(argv)
     if args.command == "serve":
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         node = Node(
             args.id, args.listen, dict(args.peer), args.data, cluster_id=args.cluster,
             options=Options(heartbeat_interval=args.heartbeat, election_timeout=args.election),
+            joining=args.join,
         )
         try:
-            trio.run(KVServer(node, args.client).run)
+            trio.run(KVServer(node, args.client, snapshot_every=args.snapshot_every).run)
         except KeyboardInterrupt:
             return 0
         return 0
-    req: dict[str, Any] = {"op": args.command}
+    req: dict[str, Any] = {"op": args.command.replace("-", "_")}
     if args.command in ("put", "get"):
         req["key"] = args.key
     if args.command == "put":
         req["value"] = args.value
+    if args.command in ("add-learner", "add-voter", "remove"):
+        req["id"] = args.id
+    if args.command in ("add-learner", "add-voter") and args.address:
+        req["address"] = args.address
+    if args.command == "transfer" and args.to:
+        req["to"] = args.to
     answer = trio.run(request, args.server, req)
     print(json.dumps(answer))
     return 0 if answer.get("ok") else 1

@@ -23,7 +23,7 @@ import contextlib
 import difflib
 import inspect
 import textwrap
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
 import attrs
 import pytest
@@ -32,7 +32,8 @@ import graft_core._node as node_mod
 from graft_core._log import RaftLog
 from graft_core._messages import AppendRequest, AppendResponse, Message, VoteRequest, VoteResponse
 from graft_core._node import _Step
-from graft_core._quorum import committed_index
+from graft_core._quorum import joint_committed_index
+from graft_core._state import PendingRead
 from graft_core._types import HardState
 
 Installer = Callable[[pytest.MonkeyPatch], None]
@@ -62,19 +63,27 @@ class Mutant:
 
 def _maybe_commit(self: _Step, *, check_term: bool, own_index_is_stable: bool) -> bool:
     # Copy of _Step.maybe_commit with two switches.
-    cfg = self.config
-    n = len(cfg.peers)
+    ms = self.membership
+    match = {p: self.get_progress(i).match_index for i, p in enumerate(self.peers)}
     # MUTANT (leader_counts_unpersisted): the leader's unpersisted log counts.
-    matches = [self.stable_index if own_index_is_stable else self.log.last_index]
-    matches.extend(self.get_progress(i).match_index for i in range(n))
-    index = committed_index(matches, n + 1)
+    match[self.config.node_id] = self.stable_index if own_index_is_stable else self.log.last_index
+    index = joint_committed_index(ms.voters, ms.outgoing, match)
     # MUTANT (figure8): no "entry of the current term" check (Raft §5.4.2).
     if index <= self.commit_index or (check_term and self.log.term_at(index) != self.hard.term):
         return False
+    first_in_term = self.log.term_at(self.commit_index) != self.hard.term
     self.commit_index = index
-    for k in range(n):
+    for k in range(len(self.peers)):
         if not self.send_append(k, False):
             self.send_append(k, True)
+    if first_in_term and self.pending_reads:
+        self.pending_reads = tuple(
+            r if r.index is not None else PendingRead(r.request_id, r.origin, r.seq, index)
+            for r in self.pending_reads
+        )
+        self.confirm_reads()
+    if index >= self.configs[-1][0]:
+        self.on_config_committed()
     return True
 
 
@@ -155,11 +164,12 @@ _COPIES = (
         _maybe_commit,
         _Step.maybe_commit,
         removed=(
-            "matches = [self.stable_index]",
+            "match[self.config.node_id] = self.stable_index",
             "if index <= self.commit_index or self.log.term_at(index) != self.hard.term:",
         ),
         added=(
-            "matches = [self.stable_index if own_index_is_stable else self.log.last_index]",
+            "match[self.config.node_id] = self.stable_index if own_index_is_stable else "
+            "self.log.last_index",
             "if index <= self.commit_index or (check_term and self.log.term_at(index) != "
             "self.hard.term):",
         ),
@@ -260,12 +270,15 @@ def _install_vote_by_index_only(mp: pytest.MonkeyPatch) -> None:
 
 
 def _install_commit_without_quorum(mp: pytest.MonkeyPatch) -> None:
-    def max_match(matches: Iterable[int], voters: int) -> int:
-        return max(matches)  # MUTANT: the largest match, not the quorum-th largest
+    def max_match(
+        voters: tuple[str, ...], outgoing: tuple[str, ...], match: dict[str, int]
+    ) -> int:
+        # MUTANT: the largest match, not the quorum-th largest.
+        return max(match.get(v, 0) for v in voters)
 
     # _node imported the name, so patch it where it is looked up.
-    assert vars(node_mod)["committed_index"] is committed_index
-    mp.setattr(node_mod, "committed_index", max_match)
+    assert vars(node_mod)["joint_committed_index"] is joint_committed_index
+    mp.setattr(node_mod, "joint_committed_index", max_match)
 
 
 def _install_apply_beyond_leader_commit(mp: pytest.MonkeyPatch) -> None:

@@ -41,6 +41,9 @@ from graft_core import (
     HardState,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Membership,
     MessageDropped,
     MessageReceived,
     NodeState,
@@ -48,11 +51,15 @@ from graft_core import (
     ProposalAccepted,
     ProposalError,
     Propose,
+    ReadIndexRequest,
+    ReadIndexResponse,
     RejectReason,
     Restart,
     Role,
     Send,
+    SnapshotMeta,
     Tick,
+    TimeoutNow,
     VoteRequest,
     VoteResponse,
     start,
@@ -234,9 +241,9 @@ def test_valid_configs_are_accepted() -> None:
     """The boundaries of the rules above are valid: Figure 16's fixed "150-150" timeout,
     a heartbeat just below the timeout, a single-server cluster (quorum 1, Raft §5.2).
     """
-    assert config().quorum == 2
-    single = Config("solo", ("solo",))
-    assert single.quorum == 1 and single.peers == ()
+    assert start(config()).membership.voters == ("a", "b", "c")
+    single = start(Config("solo", ("solo",)))
+    assert single.membership.voters == ("solo",) and single.peers == ()
     fixed = config(heartbeat_interval=99, election_timeout=100, election_timeout_max=100)
     assert fixed.timeout_max == 100
     assert issubclass(ConfigError, GraftError)
@@ -361,7 +368,27 @@ INCONSISTENT_DURABLE: list[tuple[str, DurableState, int, str]] = [
     ("entry after hard term", DurableState(HardState(1), (Entry(1), Entry(2))), 0, r"entry 2"),
     ("applied beyond log", DurableState(HardState(1), (Entry(1),)), 2, r"applied_index 2"),
     ("negative applied", DurableState(HardState(1), (Entry(1),)), -1, r"applied_index -1"),
-    ("vote for non-voter", DurableState(HardState(2, "z"), ()), 0, r"'z'.*not a voter"),
+    # (A vote for a node outside the current configuration is legitimate: the
+    # configuration may have changed since, thesis §4.1. A vote for no node is not.)
+    ("vote for empty id", DurableState(HardState(2, ""), ()), 0, r"vote for ''.*not a node id"),
+    (
+        "snapshot after term",
+        DurableState(HardState(1), (), SnapshotMeta(3, 2, Membership(("a", "b", "c")))),
+        0,
+        r"invalid durable snapshot",
+    ),
+    (
+        "entry before snapshot term",
+        DurableState(HardState(3), (Entry(1),), SnapshotMeta(3, 2, Membership(("a", "b", "c")))),
+        0,
+        r"durable entry 4",
+    ),
+    (
+        "undecodable config entry",
+        DurableState(HardState(1), (Entry(1, b"{", EntryKind.CONFIG),)),
+        0,
+        r"configuration entry does not decode",
+    ),
     ("negative term", DurableState(HardState(-1), ()), 0, r"hard state"),
 ]
 
@@ -430,7 +457,32 @@ def entries_from(draw: st.DrawFn, lo: int, hi: int) -> tuple[Entry, ...]:
     if hi < max(lo, 1):
         return ()
     terms = sorted(draw(st.lists(st.integers(max(lo, 1), hi), max_size=4)))
-    return tuple(Entry(t, draw(payload), draw(entry_kinds)) for t in terms)
+    out = []
+    for t in terms:
+        kind = draw(entry_kinds)
+        data = draw(memberships).encode() if kind is EntryKind.CONFIG else draw(payload)
+        out.append(Entry(t, data, kind))
+    return tuple(out)
+
+
+#: Configurations a correct leader could send that keep this node a voter and
+#: every peer a member (so the sender checks below stay predictable).
+memberships = st.sampled_from(
+    [
+        Membership(IDS),
+        Membership(("a", "b"), learners=("c",)),
+        Membership(("a", "c"), outgoing=IDS),
+        Membership(IDS, addresses=(("b", "10.0.0.2:7000"),)),
+    ]
+)
+
+
+@st.composite
+def snapshot_metas(draw: st.DrawFn, term: int) -> SnapshotMeta:
+    return SnapshotMeta(
+        draw(st.integers(1, 8) | st.integers(1, 2**64)), draw(positive_upto(term)),
+        draw(memberships),
+    )
 
 
 @st.composite
@@ -440,6 +492,7 @@ def well_formed_fields(draw: st.DrawFn, cls: type) -> dict[str, Any]:
     if cls is VoteRequest:
         f["last_log_index"], f["last_log_term"] = draw(log_position(term))
         f["pre_vote"] = draw(st.booleans())
+        f["transfer"] = draw(st.booleans())
     elif cls is VoteResponse:
         f["granted"] = draw(st.booleans())
         f["pre_vote"] = draw(st.booleans())
@@ -454,6 +507,27 @@ def well_formed_fields(draw: st.DrawFn, cls: type) -> dict[str, Any]:
         f["hint_term"] = draw(st.integers(0, term))
     elif cls is Heartbeat:
         f["leader_commit"] = draw(good_int)
+        f["read_seq"] = draw(good_int)
+    elif cls is HeartbeatResponse:
+        f["read_seq"] = draw(good_int)
+    elif cls is InstallSnapshot:
+        f["term"] = max(term, 1)
+        f["meta"] = draw(snapshot_metas(f["term"]))
+        f["offset"] = draw(good_int)
+        f["data"] = draw(payload)
+        f["done"] = draw(st.booleans())
+    elif cls is InstallSnapshotResponse:
+        f["index"] = draw(good_int)
+        f["next_offset"] = draw(good_int)
+        f["done"] = draw(st.booleans())
+        f["match_index"] = draw(good_int)
+    elif cls is ReadIndexRequest:
+        f["request_id"] = draw(st.integers())
+    elif cls is ReadIndexResponse:
+        f["request_id"] = draw(st.integers())
+        f["rejection"] = draw(st.none() | st.sampled_from(RejectReason))
+        f["index"] = draw(good_int)
+        f["leader_hint"] = draw(st.none() | node_ids)
     elif cls is ForwardProposal:
         f["request_id"] = draw(st.integers())
         f["data"] = draw(payload)
@@ -464,7 +538,7 @@ def well_formed_fields(draw: st.DrawFn, cls: type) -> dict[str, Any]:
         f["entry_term"] = draw(good_int)
         f["leader_hint"] = draw(st.none() | node_ids)
     else:
-        assert cls is HeartbeatResponse
+        assert cls is TimeoutNow
     return f
 
 
@@ -478,13 +552,19 @@ def corrupt(draw: st.DrawFn, cls: type, f: dict[str, Any]) -> dict[str, Any]:
         VoteRequest: ["last_log_index", "last_log_term"],
         AppendRequest: ["prev_log_index", "prev_log_term", "leader_commit"],
         AppendResponse: ["index", "hint_index", "hint_term"],
-        Heartbeat: ["leader_commit"],
+        Heartbeat: ["leader_commit", "read_seq"],
+        HeartbeatResponse: ["read_seq"],
         ForwardResponse: ["index", "entry_term"],
+        InstallSnapshot: ["offset"],
+        InstallSnapshotResponse: ["index", "next_offset", "match_index"],
+        ReadIndexResponse: ["index"],
     }.get(cls, [])
     bool_fields = {
-        VoteRequest: ["pre_vote"],
+        VoteRequest: ["pre_vote", "transfer"],
         VoteResponse: ["granted", "pre_vote"],
         AppendResponse: ["success"],
+        InstallSnapshot: ["done"],
+        InstallSnapshotResponse: ["done"],
     }.get(cls, [])
     choices += int_fields + bool_fields
     if cls is VoteRequest:
@@ -499,7 +579,14 @@ def corrupt(draw: st.DrawFn, cls: type, f: dict[str, Any]) -> dict[str, Any]:
             "entry_terms_decrease",
             "entry_term>term",
             "entry_term_bad_int",
+            "config_entry_undecodable",
         ]
+    if cls is InstallSnapshot:
+        choices += ["meta", "data"]
+    if cls is ReadIndexRequest:
+        choices += ["request_id"]
+    if cls is ReadIndexResponse:
+        choices += ["request_id", "rejection", "leader_hint"]
     if cls is AppendResponse:
         choices += ["hint_term>term"]
     if cls is ForwardProposal:
@@ -570,6 +657,31 @@ def corrupt(draw: st.DrawFn, cls: type, f: dict[str, Any]) -> dict[str, Any]:
         f["entries"] = (*f["entries"], Entry(term + draw(st.integers(1, 2**64))))
     elif what == "entry_term_bad_int":
         f["entries"] = (*f["entries"], Entry(draw(bad_int)))
+    elif what == "config_entry_undecodable":
+        t = max(term, f["prev_log_term"], 1)
+        f["term"] = t
+        bad_config = draw(
+            st.sampled_from(
+                [b"", b"{", b"[]", b'{"voters":[]}', Membership(IDS).encode() + b" ",
+                 Membership(IDS).encode().replace(b'"a"', b'"a\\u0000"'),
+                 b'{"addresses":[],"learners":["a"],"outgoing":[],"voters":["a"]}']
+            )
+        )
+        f["entries"] = (*f["entries"], Entry(t, bad_config, EntryKind.CONFIG))
+    elif what == "meta":
+        f["meta"] = draw(
+            st.sampled_from(
+                [
+                    None,
+                    (1, 1),
+                    SnapshotMeta(0, 1, Membership(IDS)),
+                    SnapshotMeta(1, 0, Membership(IDS)),
+                    SnapshotMeta(1, term + 1, Membership(IDS)),
+                    SnapshotMeta(1, 1, IDS),  # type: ignore[arg-type]
+                    SnapshotMeta(-1, 1, Membership(IDS)),
+                ]
+            )
+        )
     elif what == "hint_term>term":
         f["hint_term"] = term + draw(st.integers(1, 2**64))
     elif what == "request_id":
@@ -598,6 +710,11 @@ MESSAGE_CLASSES: tuple[type, ...] = (
     HeartbeatResponse,
     ForwardProposal,
     ForwardResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    TimeoutNow,
+    ReadIndexRequest,
+    ReadIndexResponse,
 )
 
 #: Things that arrive as "messages" but are not graft messages at all.
@@ -649,6 +766,8 @@ def _clamp_to_term(cls: type, f: dict[str, Any]) -> dict[str, Any]:
             f["entries"] = ()
     if cls is AppendResponse and f["hint_term"] > term:
         f["hint_term"] = term
+    if cls is InstallSnapshot and f["meta"].term > term:
+        f["term"] = f["meta"].term
     return f
 
 
@@ -674,8 +793,12 @@ def check_invariants(old: NodeState, new: NodeState) -> None:
     # Raft §5.1: the current term only increases; §5.3: committed stays committed.
     assert new.term >= old.term
     assert new.commit_index >= old.commit_index
-    assert new.log.slice(1, old.commit_index + 1) == old.log.slice(1, old.commit_index + 1)
-    assert new.voted_for is None or new.voted_for in new.config.voters
+    lo = max(new.log.offset, old.log.offset) + 1
+    hi = min(old.commit_index, new.log.last_index, old.log.last_index) + 1
+    if lo < hi:
+        assert new.log.slice(lo, hi) == old.log.slice(lo, hi)
+    # (A vote may go to a non-member candidate, thesis §4.1; never to nobody.)
+    assert new.voted_for is None or (type(new.voted_for) is str and new.voted_for)
 
 
 @settings(
@@ -712,7 +835,12 @@ def test_untrusted_messages_never_raise(
         assert DropReason.MALFORMED not in reasons, f"well-formed {msg!r} dropped as malformed"
         assert isinstance(msg, MESSAGE_CLASSES)
         wrong_dst = msg.dst != ME  # type: ignore[attr-defined]
-        unknown_src = msg.src not in PEERS  # type: ignore[attr-defined]
+        src = msg.src  # type: ignore[attr-defined]
+        # Thesis §4.1: RPC requests are processed from anyone but ourselves.
+        unknown_src = src in (ME, "") or (
+            src not in PEERS
+            and not isinstance(msg, AppendRequest | Heartbeat | InstallSnapshot | VoteRequest)
+        )
         if wrong_dst or unknown_src:
             expected: set[DropReason] = set()
             if wrong_dst:
@@ -722,7 +850,9 @@ def test_untrusted_messages_never_raise(
             assert len(actions) == 1 and reasons and reasons[0] in expected, actions
             assert new == s
             continue
-        assert not {DropReason.WRONG_RECIPIENT, DropReason.UNKNOWN_SENDER} & set(reasons)
+        assert DropReason.WRONG_RECIPIENT not in reasons
+        if src in PEERS or not isinstance(msg, VoteRequest):
+            assert DropReason.UNKNOWN_SENDER not in reasons
         check_invariants(s, new)
         s = sync(new) if ack else new
         check_invariants(new, s)
@@ -812,23 +942,65 @@ def test_forward_answer_from_a_node_that_is_not_our_leader_is_dropped() -> None:
 
 
 @pytest.mark.parametrize("role", sorted(ROLES))
-@pytest.mark.parametrize("src", ["z", ME, "", "B"])
-def test_message_from_non_member_is_dropped(role: str, src: str) -> None:
-    """Only members take part in Raft (§5.1 servers; §6 configurations): others are ignored.
+@pytest.mark.parametrize("src", ["z", "B"])
+def test_non_member_replies_and_requests_are_dropped(role: str, src: str) -> None:
+    """Only members answer RPCs, forward proposals, ask for reads or hand over leadership:
+    a non-member's are dropped as UNKNOWN_SENDER, and change nothing."""
+    s = STATES[role]
+    for m in (
+        VoteResponse(s.term, src, ME, True),
+        AppendResponse(s.term, src, ME, True, 1),
+        HeartbeatResponse(s.term, src, ME),
+        InstallSnapshotResponse(s.term, src, ME, 1, 0, True, 1),
+        ForwardProposal(s.term, src, ME, 1, b"x"),
+        ReadIndexRequest(s.term, src, ME, 1),
+        TimeoutNow(s.term, src, ME),
+    ):
+        new, actions = step(s, MessageReceived(m))
+        assert_dropped(actions, m, DropReason.UNKNOWN_SENDER)
+        assert new == s
 
-    Even a message claiming a newer term does not move this node's term.
-    """
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+@pytest.mark.parametrize("src", [ME, ""])
+def test_messages_claiming_to_be_from_ourselves_are_dropped(role: str, src: str) -> None:
+    """No peer may speak as this node (or as nobody), whatever it claims."""
     s = STATES[role]
     for m in (
         Heartbeat(s.term + 1, src, ME, 0),
         VoteRequest(s.term + 1, src, ME, 99, s.term + 1),
         AppendRequest(s.term + 5, src, ME, 0, 0, (Entry(s.term + 5),), 1),
-        VoteResponse(s.term, src, ME, True),
-        ForwardProposal(s.term, src, ME, 1, b"x"),
     ):
         new, actions = step(s, MessageReceived(m))
         assert_dropped(actions, m, DropReason.UNKNOWN_SENDER)
         assert new == s
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_non_member_behind_us_cannot_move_our_term(role: str) -> None:
+    """Thesis §4.2.3: a removed server lacks the entry that removed it, so its log is
+    behind ours; its vote request is dropped without adopting its newer term."""
+    s = STATES[role]
+    behind = VoteRequest(s.term + 3, "z", ME, 0, 0)
+    if s.last_index == 0:
+        pytest.skip("an empty log is never ahead")
+    new, actions = step(s, MessageReceived(behind))
+    # (Within a leader lease the lease rule drops it first; either way, no effect.)
+    assert len(actions) == 1 and isinstance(actions[0], MessageDropped)
+    assert actions[0].reason in (DropReason.UNKNOWN_SENDER, DropReason.LEADER_LEASE)
+    assert new == s
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_leader_traffic_from_a_non_member_is_processed(role: str) -> None:
+    """Thesis §4.1: "servers process incoming RPC requests without consulting their current
+    configurations" -- a leader missing from our latest configuration may be legitimate
+    (that configuration may be uncommitted, or older than the one that added it)."""
+    s = STATES[role]
+    m = Heartbeat(s.term + 1, "z", ME, 0)
+    new, actions = step(s, MessageReceived(m))
+    assert not any(isinstance(a, MessageDropped) for a in actions)
+    assert new.term == s.term + 1 and new.leader_id == "z" and new.role is Role.FOLLOWER
 
 
 @pytest.mark.parametrize("role", sorted(ROLES))

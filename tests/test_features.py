@@ -115,7 +115,7 @@ def make_leader(me: str = "a", ids: tuple[str, ...] = IDS, **config: Any) -> Nod
     """
     state = start(Config(me, ids, **config))
     state, _ = feed(state, Tick(state.election_deadline))
-    voter = state.config.peers[0]
+    voter = state.peers[0]
     if state.role is Role.PRE_CANDIDATE:
         state, _ = recv(state, VoteResponse(state.term + 1, voter, me, True, True))
     assert state.role is Role.CANDIDATE
@@ -234,7 +234,12 @@ def test_prevote_request_changes_neither_term_nor_vote() -> None:
     """Thesis §9.6: a pre-vote is granted if the candidate's log is up to date
     (§5.4.1) and the voter has not heard from a leader, but the voter does not
     change its term or vote."""
-    b = start(Config("b", IDS), durable=DurableState(HardState(3, "a"), (Entry(1), Entry(3))))
+    # (check_quorum off: a node just started refuses votes for an election
+    # timeout otherwise; see test_restarted_node_refuses_votes_for_a_lease.)
+    b = start(
+        Config("b", IDS, check_quorum=False),
+        durable=DurableState(HardState(3, "a"), (Entry(1), Entry(3))),
+    )
     b2, actions = recv(b, VoteRequest(4, "c", "b", 2, 3, pre_vote=True))
     assert sent(actions, VoteResponse) == [VoteResponse(4, "b", "c", True, True)]
     assert persists(actions) == []
@@ -264,7 +269,10 @@ def test_prevote_grant_property(
     or not the voter already voted in its term, and never changes its state."""
     term = (voter_terms[-1] if voter_terms else 0) + extra_term
     hard = HardState(term, voted_for)
-    b = start(Config("b", IDS), durable=DurableState(hard, tuple(Entry(t) for t in voter_terms)))
+    b = start(
+        Config("b", IDS, check_quorum=False),
+        durable=DurableState(hard, tuple(Entry(t) for t in voter_terms)),
+    )
     req_term = term + ahead
     cand_last_term = min(cand_last_term, req_term)
     cand_last_index = cand_last_index if cand_last_term else 0
@@ -796,10 +804,30 @@ def test_follower_acknowledges_append_only_after_persist() -> None:
     assert sent(actions, AppendResponse) == [AppendResponse(1, "b", "a", True, 2)]
 
 
+def test_restarted_node_refuses_votes_for_a_lease() -> None:
+    """Thesis §6.4.1 / §4.2.3: with check-quorum, a node that just started behaves as if it
+    had just heard from a leader: before its crash it may have acknowledged a leader whose
+    lease counts on it not voting for an election timeout."""
+    cfg = Config("b", IDS)
+    b = start(cfg, now=500, durable=DurableState(HardState(3), (Entry(1), Entry(3))))
+    request = VoteRequest(4, "c", "b", 2, 3)
+    b2, actions = feed(b, MessageReceived(request, 500 + cfg.election_timeout - 1))
+    assert [a.reason for a in actions if isinstance(a, MessageDropped)] == [
+        DropReason.LEADER_LEASE
+    ]
+    assert b2.term == 3
+    b3, actions = feed(b, MessageReceived(request, 500 + cfg.election_timeout))
+    assert b3.term == 4 and b3.voted_for == "c"
+    # A node that never saw a term (a new cluster) is in no lease: it votes at once.
+    fresh = start(cfg, now=500)
+    voted, _ = feed(fresh, MessageReceived(VoteRequest(1, "c", "b", 0, 0), 500))
+    assert voted.voted_for == "c"
+
+
 def test_vote_is_sent_only_after_persist() -> None:
     """Raft Figure 2: currentTerm and votedFor are persisted before answering a
     RequestVote, so a vote granted is never forgotten by a crash."""
-    b = start(Config("b", IDS))
+    b = start(Config("b", IDS, check_quorum=False))
     b, actions = recv(b, VoteRequest(1, "c", "b", 0, 0))
     (p,) = persists(actions)
     assert p.hard_state == HardState(1, "c")

@@ -69,6 +69,11 @@ def voters(n: int) -> tuple[str, ...]:
     return tuple("abcdefg"[:n])
 
 
+def peers_of(cfg: Config) -> list[str]:
+    """The other members of the bootstrap configuration, sorted."""
+    return sorted(v for v in cfg.voters if v != cfg.node_id)
+
+
 def make_config(
     node_id: str = "a",
     members: tuple[str, ...] = V3,
@@ -166,7 +171,7 @@ def make_leader(state: NodeState) -> NodeState:
     """Time out and win the election with votes from the peers, in order."""
     state = time_out(state)
     assert state.role is Role.CANDIDATE
-    for peer in state.config.peers:
+    for peer in state.peers:
         state, _ = recv(state, VoteResponse(state.term, peer, state.node_id, True))
         if state.role is Role.LEADER:
             return state
@@ -175,7 +180,7 @@ def make_leader(state: NodeState) -> NodeState:
 
 def sync_followers(state: NodeState) -> NodeState:
     """Every follower acknowledges the leader's whole log."""
-    for peer in state.config.peers:
+    for peer in state.peers:
         state, _ = recv(
             state, AppendResponse(state.term, peer, state.node_id, True, state.last_index)
         )
@@ -287,7 +292,7 @@ def test_stale_vote_grants_do_not_elect_a_candidate() -> None:
     count toward a majority in the current one (§5.2: "votes from a majority of the
     servers in the full cluster for the same term")."""
     state = node_in_role("candidate")
-    for peer in state.config.peers:
+    for peer in state.peers:
         after, actions = recv(state, VoteResponse(state.term - 1, peer, state.node_id, True))
         assert after == state
         assert [a.reason for a in actions if isinstance(a, MessageDropped)] == [
@@ -300,7 +305,7 @@ def test_stale_append_responses_do_not_advance_a_leader() -> None:
     """Raft §5.1: a response from an older term is ignored: it cannot raise a
     follower's matchIndex nor commit anything."""
     state = node_in_role("leader")
-    for peer in state.config.peers:
+    for peer in state.peers:
         msg = AppendResponse(state.term - 1, peer, state.node_id, True, state.last_index)
         after, actions = recv(state, msg)
         assert after == state
@@ -334,7 +339,7 @@ def test_follower_becomes_candidate_after_election_timeout(n: int) -> None:
     assert after.voted_for == "a"
     assert [p.hard_state for p in persists(actions)] == [HardState(state.term + 1, "a")]
     requests = sent_of(actions, VoteRequest)
-    assert sorted(m.dst for m in requests) == list(cfg.peers)
+    assert sorted(m.dst for m in requests) == peers_of(cfg)
     for m in requests:
         assert m == VoteRequest(state.term + 1, "a", m.dst, 2, 2, pre_vote=False)
 
@@ -381,7 +386,7 @@ def test_pre_vote_runs_before_the_election_without_changing_the_term() -> None:
     assert state.hard == HardState(2, "b")  # term and vote untouched
     assert persists(actions) == []
     requests = sent_of(actions, VoteRequest)
-    assert sorted(m.dst for m in requests) == list(cfg.peers)
+    assert sorted(m.dst for m in requests) == peers_of(cfg)
     for m in requests:
         assert m == VoteRequest(3, "a", m.dst, 2, 2, pre_vote=True)
 
@@ -390,7 +395,7 @@ def test_pre_vote_runs_before_the_election_without_changing_the_term() -> None:
     assert state.role is Role.CANDIDATE
     assert state.hard == HardState(3, "a")
     real = sent_of(actions, VoteRequest)
-    assert sorted(m.dst for m in real) == list(cfg.peers)
+    assert sorted(m.dst for m in real) == peers_of(cfg)
     assert all(m.term == 3 and not m.pre_vote for m in real)
 
 
@@ -413,7 +418,7 @@ def test_candidate_wins_exactly_when_a_majority_grants(n: int) -> None:
     cfg = make_config(members=voters(n))
     state = time_out(new_node(cfg))
     term = state.term
-    for k, peer in enumerate(cfg.peers, start=1):
+    for k, peer in enumerate(peers_of(cfg), start=1):
         was_leader = state.role is Role.LEADER
         state, actions = recv(state, VoteResponse(term, peer, "a", True))
         majority = 2 * (k + 1) > n  # k grants plus the candidate's own vote
@@ -422,7 +427,7 @@ def test_candidate_wins_exactly_when_a_majority_grants(n: int) -> None:
         if majority and not was_leader:
             # It announces itself to everyone at once.
             appends = sent_of(actions, AppendRequest)
-            assert sorted(m.dst for m in appends) == list(cfg.peers)
+            assert sorted(m.dst for m in appends) == peers_of(cfg)
             assert all(m.term == term for m in appends)
 
 
@@ -465,7 +470,7 @@ def test_split_vote_candidate_starts_new_election_after_timeout() -> None:
     assert state.role is Role.CANDIDATE
     assert state.hard == HardState(term + 1, "a")
     requests = sent_of(actions, VoteRequest)
-    assert sorted(m.dst for m in requests) == list(cfg.peers)
+    assert sorted(m.dst for m in requests) == peers_of(cfg)
     assert all(m.term == term + 1 for m in requests)
 
 
@@ -532,7 +537,7 @@ def test_leader_sends_heartbeats_every_heartbeat_interval() -> None:
         heartbeats = sent_of(actions, Heartbeat)
         if heartbeats:
             beats.append(now)
-            assert sorted(m.dst for m in heartbeats) == list(cfg.peers)
+            assert sorted(m.dst for m in heartbeats) == peers_of(cfg)
             for m in heartbeats:
                 assert m.term == state.term
                 assert m.leader_commit == state.commit_index == state.last_index
@@ -670,7 +675,7 @@ def test_leader_appends_proposal_and_sends_append_entries_to_all() -> None:
     (write,) = persists(actions)
     assert (write.first_index, write.entries) == (before + 1, (new,))
     appends = sent_of(actions, AppendRequest)
-    assert sorted(m.dst for m in appends) == list(cfg.peers)
+    assert sorted(m.dst for m in appends) == peers_of(cfg)
     for m in appends:
         assert m.term == state.term
         assert (m.prev_log_index, m.prev_log_term) == (before, state.log.term_at(before))
@@ -688,7 +693,7 @@ def test_entry_is_committed_once_on_a_majority_then_applied(n: int) -> None:
     state = sync_followers(make_leader(new_node(cfg)))
     state, _ = feed(state, Propose(1, b"x"))
     index = state.last_index
-    for k, peer in enumerate(cfg.peers, start=1):
+    for k, peer in enumerate(peers_of(cfg), start=1):
         committed_before = state.commit_index
         state, actions = recv(state, AppendResponse(state.term, peer, "a", True, index))
         on_majority = 2 * (k + 1) > n  # k followers and the leader
@@ -1097,8 +1102,10 @@ def test_leader_commit_rule_property(
     for k in range(proposals):
         state, _ = feed(state, Propose(k, b"p%d" % k))
     last = state.last_index
-    matches = {peer: data.draw(st.integers(0, last), label=f"match[{peer}]") for peer in cfg.peers}
-    order = data.draw(st.permutations(cfg.peers), label="order")
+    matches = {
+        peer: data.draw(st.integers(0, last), label=f"match[{peer}]") for peer in peers_of(cfg)
+    }
+    order = data.draw(st.permutations(peers_of(cfg)), label="order")
     for peer in order:
         if matches[peer]:
             state, _ = recv(state, AppendResponse(state.term, peer, "a", True, matches[peer]))

@@ -12,6 +12,7 @@ import trio
 
 from graft_core import Role
 from graft_trio import (
+    CommittedEntry,
     Node,
     NotStarted,
     Options,
@@ -117,6 +118,7 @@ async def test_subscribe_and_callback_deliver_each_entry_once_in_order(tmp_path:
         got: list[tuple[int, bytes]] = []
         with trio.fail_after(5):
             async for entry in node.subscribe(1):
+                assert isinstance(entry, CommittedEntry), "no snapshot was taken"
                 got.append((entry.index, entry.data))
                 if len(got) == 5:
                     break

@@ -3,23 +3,29 @@
 The module's rules, and where each is checked here:
 
 * "Encoding is the inverse of decoding": ``test_round_trip`` (every message
-  type, terms and indexes up to 2**64-1), ``test_encode_batches_split``.
+  type and every field, terms and indexes up to 2**64-1, snapshot and CONFIG
+  memberships), ``test_round_trip_each_type``, ``test_encode_batches_split``.
+* The format table in _wire's docstring is the format: ``test_format_table``
+  (tags and fields, and that every attribute of every graft_core message
+  travels), ``test_enum_ints``, ``test_golden_bytes``.
 * HELLO: ``test_hello_*``, one test per rejection.
 * "Blame is split at the boundary": the ``*_untrusted`` functions and
   ``FrameReader`` raise only ``WireError`` subclasses, whatever the bytes:
   ``test_random_bytes``, ``test_mutated_frames``, ``test_mutated_payloads``,
-  ``test_wrong_shape`` (Hypothesis) and the targeted ``test_rejects_*``.
+  ``test_wrong_shape``, ``test_mutated_memberships`` (Hypothesis) and the
+  targeted ``test_rejects_*`` (``test_rejects_invalid_membership`` for a
+  snapshot's or a CONFIG entry's membership bytes).
 * "Sizes are checked before memory is committed": ``test_oversized_header_*``,
   ``test_huge_declared_lengths``, ``test_array_budget_bounds_memory``.
 * FrameReader reassembles frames across any chunking: ``test_every_prefix``,
   ``test_chunking``.
 
-Hypothesis examples per run: 400 round trips + 8 x 25 per-type round trips +
+Hypothesis examples per run: 400 round trips + 13 x 25 per-type round trips +
 200 splits + 150 prefix walks (every prefix of each stream) + 300 chunkings,
-and 5,500 hostile inputs: 2,000 random byte strings + 1,000 mutated streams +
-1,000 mutated payloads + 1,500 wrong shapes. 7,750 in all, about 11 s. Every
-hostile input also goes through ``fuzz_decode``, the entry point a long fuzz
-campaign uses.
+and 6,000 hostile inputs: 2,000 random byte strings + 1,000 mutated streams +
+1,000 mutated payloads + 1,500 wrong shapes + 500 mutated memberships. 7,375 in
+all, about 16 s. Every hostile input also goes through ``fuzz_decode``, the
+entry point a long fuzz campaign uses.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import struct
 import tracemalloc
 from typing import Any
 
+import attrs
 import msgpack  # type: ignore[import-untyped]
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -37,18 +44,28 @@ from hypothesis import strategies as st
 from graft_core import (
     AppendRequest,
     AppendResponse,
+    ConfigError,
     Entry,
     EntryKind,
     ForwardProposal,
     ForwardResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Membership,
     Message,
+    ReadIndexRequest,
+    ReadIndexResponse,
     RejectReason,
+    SnapshotMeta,
+    TimeoutNow,
     VoteRequest,
     VoteResponse,
 )
+from graft_core._membership import MAX_ENCODED_BYTES
 from graft_core._messages import MESSAGE_TYPES, malformed_reason
+from graft_trio import _wire
 from graft_trio._wire import (
     DEFAULT_MAX_FRAME,
     HEADER_SIZE,
@@ -86,6 +103,28 @@ indexes = st.one_of(
 )
 ids = st.text(max_size=8)
 data = st.binary(max_size=48)
+request_ids = st.integers(-(2**63), MAX_U64)  # any int msgpack carries
+rejections = st.none() | st.sampled_from(RejectReason)
+member_ids = st.text(min_size=1, max_size=4)  # a Membership's ids are non-empty
+
+
+@st.composite
+def memberships(draw: st.DrawFn) -> Membership:
+    # Voters and learners are disjoint; C_old (outgoing) may overlap either.
+    pool = draw(st.lists(member_ids, min_size=1, max_size=6, unique=True))
+    n_voters = draw(st.integers(1, len(pool)))
+    outgoing = draw(st.lists(st.sampled_from(pool) | member_ids, max_size=3, unique=True))
+    addressed = draw(st.lists(st.sampled_from(pool), max_size=3, unique=True))
+    addresses = [(node, draw(member_ids)) for node in addressed]
+    return Membership(pool[:n_voters], outgoing, pool[n_voters:], addresses)
+
+
+def decodes_as_membership(b: object) -> bool:
+    try:
+        Membership.decode_untrusted(b)
+    except ConfigError:
+        return False
+    return True
 
 
 @st.composite
@@ -95,7 +134,8 @@ def vote_requests(draw: st.DrawFn) -> VoteRequest:
         last_index = last_term = 0
     else:
         last_term, last_index = draw(st.integers(1, term)), draw(st.integers(1, MAX_U64))
-    return VoteRequest(term, draw(ids), draw(ids), last_index, last_term, draw(st.booleans()))
+    return VoteRequest(term, draw(ids), draw(ids), last_index, last_term, draw(st.booleans()),
+                       draw(st.booleans()))
 
 
 @st.composite
@@ -110,8 +150,11 @@ def append_requests(draw: st.DrawFn) -> AppendRequest:
         # Raft §5.3: terms never decrease along a log and none is newer than
         # the leader's, nor 0 (term 0 has no leader).
         terms = sorted(draw(st.lists(st.integers(max(prev_term, 1), term), max_size=5)))
+        kinds = [draw(st.sampled_from(EntryKind)) for _ in terms]
+        # A CONFIG entry's data is an encoded membership (the core checks it).
         entries = tuple(
-            Entry(t, draw(data), draw(st.sampled_from(EntryKind))) for t in terms
+            Entry(t, draw(memberships()).encode() if k is EntryKind.CONFIG else draw(data), k)
+            for t, k in zip(terms, kinds, strict=True)
         )
     return AppendRequest(term, draw(ids), draw(ids), prev_index, prev_term, entries,
                          draw(indexes))
@@ -126,11 +169,21 @@ def append_responses(draw: st.DrawFn) -> AppendResponse:
 
 @st.composite
 def forward_responses(draw: st.DrawFn) -> ForwardResponse:
-    rejection = draw(st.none() | st.sampled_from(RejectReason))
+    rejection = draw(rejections)
     index = draw(indexes if rejection is not None else st.integers(1, MAX_U64))
-    return ForwardResponse(draw(indexes), draw(ids), draw(ids),
-                           draw(st.integers(-(2**63), MAX_U64)), index, draw(indexes),
-                           rejection, draw(st.none() | ids))
+    return ForwardResponse(draw(indexes), draw(ids), draw(ids), draw(request_ids), index,
+                           draw(indexes), rejection, draw(st.none() | ids))
+
+
+@st.composite
+def install_snapshots(draw: st.DrawFn) -> InstallSnapshot:
+    # Raft §7: a snapshot covers at least entry 1, whose term is a real
+    # (non-zero) term no newer than the leader's.
+    term = draw(indexes.filter(bool))
+    meta = SnapshotMeta(draw(st.integers(1, MAX_U64)), draw(st.integers(1, term)),
+                        draw(memberships()))
+    return InstallSnapshot(term, draw(ids), draw(ids), meta, draw(indexes), draw(data),
+                           draw(st.booleans()))
 
 
 STRATEGIES: dict[type, st.SearchStrategy[Message]] = {
@@ -138,11 +191,17 @@ STRATEGIES: dict[type, st.SearchStrategy[Message]] = {
     VoteResponse: st.builds(VoteResponse, indexes, ids, ids, st.booleans(), st.booleans()),
     AppendRequest: append_requests(),
     AppendResponse: append_responses(),
-    Heartbeat: st.builds(Heartbeat, indexes, ids, ids, indexes),
-    HeartbeatResponse: st.builds(HeartbeatResponse, indexes, ids, ids),
-    ForwardProposal: st.builds(ForwardProposal, indexes, ids, ids,
-                               st.integers(-(2**63), MAX_U64), data),
+    Heartbeat: st.builds(Heartbeat, indexes, ids, ids, indexes, indexes),
+    HeartbeatResponse: st.builds(HeartbeatResponse, indexes, ids, ids, indexes),
+    ForwardProposal: st.builds(ForwardProposal, indexes, ids, ids, request_ids, data),
     ForwardResponse: forward_responses(),
+    InstallSnapshot: install_snapshots(),
+    InstallSnapshotResponse: st.builds(InstallSnapshotResponse, indexes, ids, ids, indexes,
+                                       indexes, st.booleans(), indexes),
+    TimeoutNow: st.builds(TimeoutNow, indexes, ids, ids),
+    ReadIndexRequest: st.builds(ReadIndexRequest, indexes, ids, ids, request_ids),
+    ReadIndexResponse: st.builds(ReadIndexResponse, indexes, ids, ids, request_ids, indexes,
+                                 rejections, st.none() | ids),
 }
 messages: st.SearchStrategy[Message] = st.one_of(*STRATEGIES.values())
 batches = st.lists(messages, max_size=6)
@@ -199,41 +258,102 @@ def test_round_trip(batch: list[Message]) -> None:
 @settings(max_examples=25, deadline=None)
 @given(st.data())
 def test_round_trip_each_type(message_type: type, draw: st.DataObject) -> None:
-    # The batches above mix all 8 types; this makes sure none is left out.
+    # The batches above mix all the types; this makes sure none is left out.
     message = draw.draw(STRATEGIES[message_type])
     assert type(message) is message_type
     assert decode_batch_untrusted(payload_of(encode_batch([message]))) == [message]
 
 
+def test_format_table() -> None:
+    # The docstring's table, _TAGS/_FIELDS and graft_core's classes agree, and
+    # every attribute of every message travels, in declaration order (a
+    # SnapshotMeta flattened): a field the wire forgot would come back as its
+    # default, which the round trips only catch if they draw another value.
+    assert _wire.__doc__ is not None
+    table = _wire.__doc__.split("    tag  message                  fields\n")[1].split("\n\n")[0]
+    rows = [line.split() for line in table.splitlines()]
+    assert [int(tag) for tag, *_ in rows] == list(range(1, len(MESSAGE_TYPES) + 1))
+    by_name = {cls.__name__: cls for cls in MESSAGE_TYPES}
+    assert sorted(name for _, name, *_ in rows) == sorted(by_name)
+    assert set(_wire._TAGS) == set(MESSAGE_TYPES) == set(by_name.values())
+    for tag, name, *documented in rows:
+        cls = by_name[name]
+        assert _wire._TAGS[cls] == int(tag)
+        assert _wire._FIELDS[int(tag)] == (() if documented == ["-"] else tuple(documented))
+        names = [f.name for f in attrs.fields(cls)]
+        assert names[:3] == ["term", "src", "dst"]
+        flat: list[str] = []
+        for n in names[3:]:
+            flat += [f"meta.{f.name}" for f in attrs.fields(SnapshotMeta)] if n == "meta" else [n]
+        assert _wire._FIELDS[int(tag)] == tuple(flat), name
+
+
+def test_enum_ints() -> None:
+    # Every member has its own int, the one the docstring names, on the wire.
+    assert _wire.__doc__ is not None
+    doc = " ".join(_wire.__doc__.split())
+    kinds = {k: wire_form(AppendRequest(1, "a", "b", 0, 0, (Entry(1, data, k),), 0))[6][0][1]
+             for k, data in ((EntryKind.NORMAL, b""), (EntryKind.NOOP, b""),
+                             (EntryKind.CONFIG, Membership(("a",)).encode()))}
+    assert set(kinds) == set(EntryKind)
+    assert sorted(kinds.values()) == list(range(len(EntryKind)))
+    reasons = {r: wire_form(ReadIndexResponse(1, "a", "b", 1, 0, r))[6] for r in RejectReason}
+    assert sorted(reasons.values()) == list(range(len(RejectReason)))
+    for member, n in [*kinds.items(), *reasons.items()]:
+        assert f"{member.name} {n}" in doc, member
+    for r in RejectReason:
+        forward = ForwardResponse(1, "a", "b", 1, 0, 0, r)
+        assert wire_form(forward)[7] == reasons[r]
+
+
+# The canonical encoding of Membership(("a",)), pinned here because the wire
+# carries it: changing it is a new WIRE_VERSION too.
+MEMBERSHIP_A = b'{"addresses":[],"learners":[],"outgoing":[],"voters":["a"]}'
+
+
 def test_golden_bytes() -> None:
     # The format is a contract between nodes running different builds: changing
     # these bytes needs a new WIRE_VERSION.
+    assert Membership(("a",)).encode() == MEMBERSHIP_A
     batch: list[Message] = [
-        VoteRequest(2, "a", "b", 3, 1, pre_vote=True),
+        VoteRequest(2, "a", "b", 3, 1, transfer=True),
         VoteResponse(2, "b", "a", granted=True),
         AppendRequest(2, "a", "b", 1, 1, (Entry(2, b"x"), Entry(2, b"", EntryKind.NOOP)), 1),
         AppendResponse(2, "b", "a", False, 4, 3, 1),
-        Heartbeat(2, "a", "b", 1),
-        HeartbeatResponse(2, "b", "a"),
+        Heartbeat(2, "a", "b", 1, read_seq=9),
+        HeartbeatResponse(2, "b", "a", read_seq=9),
         ForwardProposal(2, "b", "a", 7, b"op"),
         ForwardResponse(2, "a", "b", 7, 0, 0, RejectReason.TOO_LARGE, "c"),
+        InstallSnapshot(2, "a", "b", SnapshotMeta(5, 1, Membership(("a",))), 0, b"snap", True),
+        InstallSnapshotResponse(2, "b", "a", 5, 4, True, 5),
+        TimeoutNow(2, "a", "b"),
+        ReadIndexRequest(2, "b", "a", 8),
+        ReadIndexResponse(2, "a", "b", 8, 0, RejectReason.NOT_READY),
     ]
     frame = encode_batch(batch)
     assert frame.hex() == (
-        "0000005d"  # length: 93 bytes
-        "98"  # array of 8 messages
-        "97" "01" "02" "a161" "a162" "03" "01" "c3"  # [1, term, src, dst, 3, 1, True]
+        "000000d3"  # length: 211 bytes
+        "9d"  # array of 13 messages
+        "98" "01" "02" "a161" "a162" "03" "01" "c2" "c3"  # [1, term, src, dst, 3, 1,
+        #                                                    pre_vote, transfer]
         "96" "02" "02" "a162" "a161" "c3" "c2"
         "98" "03" "02" "a161" "a162" "01" "01"  # [3, term, src, dst, prev index, prev term,
         "92" "930200c40178" "930201c400" "01"  #  [[term, kind, data], ...], leader_commit]
         "98" "04" "02" "a162" "a161" "c2" "04" "03" "01"
-        "95" "05" "02" "a161" "a162" "01"
-        "94" "06" "02" "a162" "a161"
+        "96" "05" "02" "a161" "a162" "01" "09"  # leader_commit, read_seq
+        "95" "06" "02" "a162" "a161" "09"  # read_seq
         "96" "07" "02" "a162" "a161" "07" "c4026f70"
         "99" "08" "02" "a161" "a162" "07" "00" "00" "03" "a163"  # TOO_LARGE is 3
+        "9a" "09" "02" "a161" "a162" "05" "01"  # [9, term, src, dst, meta.index, meta.term,
+        "c43b" + MEMBERSHIP_A.hex() +  # meta.membership: a bin of 59 bytes,
+        "00" "c404736e6170" "c3"  # offset, data, done]
+        "98" "0a" "02" "a162" "a161" "05" "04" "c3" "05"
+        "94" "0b" "02" "a161" "a162"
+        "95" "0c" "02" "a162" "a161" "08"
+        "98" "0d" "02" "a161" "a162" "08" "00" "06" "c0"  # NOT_READY is 6; no leader_hint
     )
     assert decode_batch_untrusted(payload_of(frame)) == batch
-    assert encode_hello("c", "a", "b").hex() == "0000000e" "95" "a5677261667401" "a163a161a162"
+    assert encode_hello("c", "a", "b").hex() == "0000000e" "95" "a5677261667402" "a163a161a162"
 
 
 @settings(max_examples=200, deadline=None)
@@ -277,13 +397,26 @@ def test_encode_refuses_what_the_peer_would_refuse() -> None:
         encode_batches([ok, big], max_frame=999)
     with pytest.raises(FrameTooLarge):
         encode_hello("c" * MAX_HELLO_FRAME, "a", "b")
+    # The core's own checks apply to the new messages and entries too.
+    members = Membership(("a",))
+    with pytest.raises(EncodeError, match="malformed"):  # a snapshot of term 0
+        encode_batch([InstallSnapshot(1, "a", "b", SnapshotMeta(1, 0, members), 0)])
+    with pytest.raises(EncodeError, match="malformed"):  # CONFIG data is not a membership
+        encode_batch([AppendRequest(1, "a", "b", 0, 0, (Entry(1, b"{}", EntryKind.CONFIG),), 0)])
+    # A membership no peer would decode (graft_core bounds its encoding).
+    huge = Membership([f"{i:08}" for i in range(MAX_ENCODED_BYTES // 11 + 1)])
+    assert len(huge.encode()) > MAX_ENCODED_BYTES
+    with pytest.raises(EncodeError, match="exceeds"):
+        encode_batch([InstallSnapshot(1, "a", "b", SnapshotMeta(1, 1, huge), 0)])
     assert not issubclass(EncodeError, WireError)  # the caller's bug, not the peer's
 
 
 # ---------------------------------------------------------------- HELLO
 
 
-def hello_payload(cluster_id: str = "c", src: str = "a", dst: str = "b", version: int = 1) -> bytes:
+def hello_payload(
+    cluster_id: str = "c", src: str = "a", dst: str = "b", version: int = WIRE_VERSION
+) -> bytes:
     return payload_of(encode_hello(cluster_id, src, dst, version=version))
 
 
@@ -294,8 +427,8 @@ def check_hello(payload: bytes, **overrides: Any) -> Hello:
 
 
 def test_hello_round_trip() -> None:
-    assert WIRE_VERSION == 1
-    assert check_hello(hello_payload()) == Hello(1, "c", "a", "b")
+    assert WIRE_VERSION == 2
+    assert check_hello(hello_payload()) == Hello(2, "c", "a", "b")
 
 
 def test_hello_wrong_cluster() -> None:
@@ -317,26 +450,30 @@ def test_hello_unknown_sender() -> None:
 
 def test_hello_unsupported_version() -> None:
     with pytest.raises(UnsupportedVersion):
-        check_hello(hello_payload(version=2))
+        check_hello(hello_payload(version=3))
     with pytest.raises(UnsupportedVersion):
         check_hello(hello_payload(version=0))
+    # Version 1 laid out VoteRequest, Heartbeat and HeartbeatResponse with
+    # fewer fields: its peers are refused at the HELLO, not mid-stream.
+    with pytest.raises(UnsupportedVersion, match="version 1"):
+        check_hello(hello_payload(version=1))
     # The version is read before the rest, so a future layout is refused by
     # version, not as malformed.
     with pytest.raises(UnsupportedVersion):
-        check_hello(pack(["graft", 2, {"a new": "layout"}]))
-    assert check_hello(hello_payload(version=2), supported_versions={1, 2}).version == 2
+        check_hello(pack(["graft", 3, {"a new": "layout"}]))
+    assert check_hello(hello_payload(version=3), supported_versions={2, 3}).version == 3
 
 
 @pytest.mark.parametrize(
     "payload",
     [
-        pack(["graft", 1, "c", "a"]),  # a field missing
-        pack(["graft", 1, "c", "a", "b", 0]),  # a field too many
+        pack(["graft", WIRE_VERSION, "c", "a"]),  # a field missing
+        pack(["graft", WIRE_VERSION, "c", "a", "b", 0]),  # a field too many
         pack(["graft", True, "c", "a", "b"]),  # bool version
-        pack(["graft", 1, b"c", "a", "b"]),  # bytes cluster id
-        pack(["graft", 1, "c", None, "b"]),
-        pack(["GRAFT", 1, "c", "a", "b"]),  # not graft
-        pack({"version": 1}),
+        pack(["graft", WIRE_VERSION, b"c", "a", "b"]),  # bytes cluster id
+        pack(["graft", WIRE_VERSION, "c", None, "b"]),
+        pack(["GRAFT", WIRE_VERSION, "c", "a", "b"]),  # not graft
+        pack({"version": WIRE_VERSION}),
         pack([[1, 1, "a", "b", 0]]),  # a batch, not a HELLO
         hello_payload() + b"\x00",  # trailing bytes
         hello_payload()[:-1],
@@ -366,40 +503,53 @@ def test_expected_src_and_dst() -> None:
         decode_batch_untrusted(payload, expected_dst="c")
 
 
-HB = [5, 1, "a", "b", 0]
+HB = [5, 1, "a", "b", 0, 0]
 AREQ = [3, 2, "a", "b", 1, 1, [[2, 0, b"x"]], 1]
 FRESP = [8, 2, "a", "b", 7, 0, 0, 3, None]
+MEMBERSHIP_AB = Membership(("a", "b")).encode()
+# [9, term, src, dst, meta.index, meta.term, meta.membership, offset, data, done]
+SNAP = [9, 2, "a", "b", 5, 1, MEMBERSHIP_AB, 0, b"snap", True]
+RIRESP = [13, 2, "a", "b", 7, 4, None, None]
 
 
 @pytest.mark.parametrize(
     ("batch", "error"),
     [
-        ([[5, True, "a", "b", 0]], MalformedFrame),  # bool for int
-        ([[5, 1, "a", "b", False]], MalformedFrame),
-        ([[5, 1.0, "a", "b", 0]], MalformedFrame),  # float for int
-        ([[5, -1, "a", "b", 0]], MalformedFrame),  # negative term
-        ([[5, 1, "a", "b", -3]], MalformedFrame),
-        ([[5, 1, b"a", "b", 0]], MalformedFrame),  # bytes for str
-        ([[5, 1, "a", None, 0]], MalformedFrame),
+        ([[5, True, "a", "b", 0, 0]], MalformedFrame),  # bool for int
+        ([[5, 1, "a", "b", False, 0]], MalformedFrame),
+        ([[5, 1.0, "a", "b", 0, 0]], MalformedFrame),  # float for int
+        ([[5, -1, "a", "b", 0, 0]], MalformedFrame),  # negative term
+        ([[5, 1, "a", "b", -3, 0]], MalformedFrame),
+        ([[5, 1, "a", "b", 0, -1]], MalformedFrame),  # negative read_seq
+        ([[5, 1, "a", "b", 0, None]], MalformedFrame),
+        ([[5, 1, b"a", "b", 0, 0]], MalformedFrame),  # bytes for str
+        ([[5, 1, "a", None, 0, 0]], MalformedFrame),
+        ([[5, 1, "a", "b", 0]], MalformedFrame),  # version 1's Heartbeat
+        ([[6, 1, "a", "b"]], MalformedFrame),  # version 1's HeartbeatResponse
+        ([[6, 1, "a", "b", True]], MalformedFrame),
         ([[7, 1, "a", "b", 1, "op"]], MalformedFrame),  # str for bytes
         ([[7, 1, "a", "b", True, b"op"]], MalformedFrame),
         ([[2, 1, "a", "b", 1, False]], MalformedFrame),  # int for bool
+        ([[1, 1, "a", "b", 0, 0, False, 1]], MalformedFrame),  # int transfer
+        ([[1, 1, "a", "b", 0, 0, False]], MalformedFrame),  # version 1's VoteRequest
         ([[*HB, 0]], MalformedFrame),  # an extra field
         ([HB[:-1]], MalformedFrame),  # a missing field
         ([[6, 1, "a"]], MalformedFrame),
+        ([[11, 1, "a", "b", 0]], MalformedFrame),  # TimeoutNow has no fields
         ([[]], MalformedFrame),
         ([HB, 5], MalformedFrame),  # a message that is not an array
-        ([["5", 1, "a", "b", 0]], MalformedFrame),  # str tag
-        ([[True, 1, "a", "b", 0]], MalformedFrame),  # bool tag
+        ([["5", 1, "a", "b", 0, 0]], MalformedFrame),  # str tag
+        ([[True, 1, "a", "b", 0, 0]], MalformedFrame),  # bool tag
         ([[None]], MalformedFrame),
         ([[0, 1, "a", "b", 0]], UnknownMessageType),
-        ([[9, 1, "a", "b", 0]], UnknownMessageType),
+        ([[14, 1, "a", "b", 0]], UnknownMessageType),
         ([[-1, 1, "a", "b", 0]], UnknownMessageType),
         ([[MAX_U64, 1, "a", "b", 0]], UnknownMessageType),
-        ([HB, [9]], UnknownMessageType),  # one bad message rejects the frame
+        ([HB, [14]], UnknownMessageType),  # one bad message rejects the frame
         ([[3, 2, "a", "b", 1, 1, [[2, 0, "x"]], 1]], MalformedFrame),  # entry data str
         ([[3, 2, "a", "b", 1, 1, [[2, False, b"x"]], 1]], MalformedFrame),  # bool kind
-        ([[3, 2, "a", "b", 1, 1, [[2, 2, b"x"]], 1]], MalformedFrame),  # unknown kind
+        ([[3, 2, "a", "b", 1, 1, [[2, 3, b"x"]], 1]], MalformedFrame),  # unknown kind
+        ([[3, 2, "a", "b", 1, 1, [[2, 2, b"x"]], 1]], MalformedFrame),  # CONFIG, no membership
         ([[3, 2, "a", "b", 1, 1, [[2, 0]], 1]], MalformedFrame),  # short entry
         ([[3, 2, "a", "b", 1, 1, [[2, 0, b"x", 0]], 1]], MalformedFrame),  # long entry
         ([[3, 2, "a", "b", 1, 1, [2, 0, b"x"], 1]], MalformedFrame),  # entry not an array
@@ -407,28 +557,88 @@ FRESP = [8, 2, "a", "b", 7, 0, 0, 3, None]
         ([[3, 2, "a", "b", 1, 1, [[2, 0, b""], [1, 0, b""]], 1]], MalformedFrame),  # §5.3
         ([[3, 2, "a", "b", 1, 1, [[3, 0, b""]], 1]], MalformedFrame),  # newer than term
         ([[3, 2, "a", "b", 0, 1, [], 1]], MalformedFrame),  # prev index/term disagree
-        ([[1, 1, "a", "b", 5, 0, False]], MalformedFrame),  # last index/term disagree
+        ([[1, 1, "a", "b", 5, 0, False, False]], MalformedFrame),  # last index/term disagree
         ([[4, 1, "a", "b", True, 1, 1, 2]], MalformedFrame),  # hint_term > term
-        ([[8, 2, "a", "b", 7, 0, 0, 4, None]], MalformedFrame),  # unknown rejection
+        ([[8, 2, "a", "b", 7, 0, 0, 8, None]], MalformedFrame),  # unknown rejection
         ([[8, 2, "a", "b", 7, 0, 0, "too large", None]], MalformedFrame),
         ([[8, 2, "a", "b", 7, 0, 0, None, None]], MalformedFrame),  # accepted at 0
         ([[8, 2, "a", "b", 7, 0, 0, 3, b"c"]], MalformedFrame),  # bytes hint
+        ([[9, 2, "a", "b", 0, 1, MEMBERSHIP_AB, 0, b"", True]], MalformedFrame),  # index 0
+        ([[9, 2, "a", "b", 5, 0, MEMBERSHIP_AB, 0, b"", True]], MalformedFrame),  # term 0
+        ([[9, 2, "a", "b", 5, 3, MEMBERSHIP_AB, 0, b"", True]], MalformedFrame),  # > term
+        ([[9, 2, "a", "b", 5, 1, MEMBERSHIP_AB, -1, b"", True]], MalformedFrame),
+        ([[9, 2, "a", "b", 5, 1, MEMBERSHIP_AB, 0, "snap", True]], MalformedFrame),
+        ([[9, 2, "a", "b", 5, 1, MEMBERSHIP_AB, 0, b"", 1]], MalformedFrame),  # int done
+        ([[9, 2, "a", "b", 5, 1, MEMBERSHIP_AB.decode(), 0, b"", True]], MalformedFrame),
+        ([[9, 2, "a", "b", 5, 1, ["a", "b"], 0, b"", True]], MalformedFrame),
+        ([[9, 2, "a", "b", [5, 1, MEMBERSHIP_AB], 0, b"", True]], MalformedFrame),  # nested
+        ([[10, 1, "a", "b", 5, 0, 1, 0]], MalformedFrame),  # int done
+        ([[10, 1, "a", "b", 5, -1, False, 0]], MalformedFrame),  # negative next_offset
+        ([[10, 1, "a", "b", 5, 0, False, None]], MalformedFrame),
+        ([[11, 1, "a", 0]], MalformedFrame),  # int dst
+        ([[12, 1, "a", "b", None]], MalformedFrame),
+        ([[12, 1, "a", "b", False]], MalformedFrame),  # bool request_id
+        ([[13, 2, "a", "b", 7, 0, 8, None]], MalformedFrame),  # unknown rejection
+        ([[13, 2, "a", "b", 7, -1, None, None]], MalformedFrame),  # negative index
+        ([[13, 2, "a", "b", 7, 0, 6, b"c"]], MalformedFrame),  # bytes hint
+        ([[13, 2, "a", "b", 7, 0, False, None]], MalformedFrame),  # bool rejection
         ({"batch": [HB]}, MalformedFrame),  # a map
         (HB, MalformedFrame),  # a message, not a batch
         (None, MalformedFrame),
         (msgpack.ExtType(1, b"x"), MalformedFrame),
-        ([[5, msgpack.ExtType(1, b""), "a", "b", 0]], MalformedFrame),
+        ([[5, msgpack.ExtType(1, b""), "a", "b", 0, 0]], MalformedFrame),
     ],
 )
 def test_rejects_wrong_shapes(batch: object, error: type[WireError]) -> None:
     with pytest.raises(error):
         decode_batch_untrusted(pack(batch))
     # The same bytes, with the valid messages next to them, are still valid:
-    assert decode_batch_untrusted(pack([HB, AREQ, FRESP])) == [
+    assert decode_batch_untrusted(pack([HB, AREQ, FRESP, SNAP, RIRESP])) == [
         Heartbeat(1, "a", "b", 0),
         AppendRequest(2, "a", "b", 1, 1, (Entry(2, b"x"),), 1),
         ForwardResponse(2, "a", "b", 7, 0, 0, RejectReason.TOO_LARGE, None),
+        InstallSnapshot(2, "a", "b", SnapshotMeta(5, 1, Membership(("a", "b"))), 0, b"snap",
+                        True),
+        ReadIndexResponse(2, "a", "b", 7, 4),
     ]
+
+
+@pytest.mark.parametrize(
+    "membership",
+    [
+        b"",
+        b"not json",
+        b"[" * 100_000,  # nested deeper than json's recursion limit
+        b"\xff\xfe",  # not UTF-8
+        b"{}",
+        b"null",
+        MEMBERSHIP_AB + b" ",  # trailing bytes
+        MEMBERSHIP_AB.replace(b":", b": "),  # valid JSON, not canonical
+        MEMBERSHIP_AB.replace(b'"a","b"', b'"b","a"'),  # unsorted
+        MEMBERSHIP_AB.replace(b'"a","b"', b'"a","a"'),  # a duplicate id
+        MEMBERSHIP_AB.replace(b'"a","b"', b""),  # no voters
+        MEMBERSHIP_AB.replace(b'"a","b"', b'"a",1'),  # an int id
+        MEMBERSHIP_AB.replace(b'"a","b"', b'"a",""'),  # an empty id
+        MEMBERSHIP_AB.replace(b'"learners":[]', b'"learners":["a"]'),  # voter and learner
+        MEMBERSHIP_AB.replace(b'"addresses":[]', b'"addresses":[["a"]]'),
+        MEMBERSHIP_AB.replace(b'"addresses":[]', b'"addresses":[["a","x"],["a","y"]]'),
+        MEMBERSHIP_AB.replace(b'"addresses":[]', b'"addresses":[[{},{}],[{},{}]]'),
+        MEMBERSHIP_AB.replace(b"}", b',"extra":[]}'),
+        b'"' + b"x" * MAX_ENCODED_BYTES + b'"',  # over graft_core's bound
+    ],
+)
+def test_rejects_invalid_membership(membership: bytes) -> None:
+    # A snapshot's membership (or a CONFIG entry's) that Membership will not
+    # decode rejects the whole frame with the wire's typed error; the
+    # ConfigError Membership.decode_untrusted raises does not escape.
+    assert not decodes_as_membership(membership)
+    snapshot = [9, 2, "a", "b", 5, 1, membership, 0, b"snap", True]
+    with pytest.raises(MalformedFrame, match="membership"):
+        decode_batch_untrusted(pack([HB, snapshot]))
+    config = [3, 2, "a", "b", 0, 0, [[2, 2, membership]], 0]
+    with pytest.raises(MalformedFrame):  # the core's check (malformed_reason)
+        decode_batch_untrusted(pack([config]))
+    assert decode_batch_untrusted(pack([[*snapshot[:6], MEMBERSHIP_AB, *snapshot[7:]]]))
 
 
 @pytest.mark.parametrize(
@@ -481,13 +691,15 @@ def test_array_budget_bounds_memory() -> None:
         tracemalloc.stop()
     assert peak < 32 * len(payload)
     # The densest valid batches (the most arrays per byte) are within budget.
-    for batch in (
-        [HeartbeatResponse(0, "", "")] * 20_000,
-        [AppendRequest(1, "", "", 0, 0, (), 0)] * 10_000,
-        [AppendRequest(1, "", "", 0, 0, (Entry(1),) * 10_000, 0)],
-        [AppendRequest(1, "", "", 0, 0, (Entry(1),), 0)] * 5_000,
+    message: Message
+    for message, n in (
+        (TimeoutNow(0, "", ""), 20_000),
+        (HeartbeatResponse(0, "", ""), 20_000),
+        (AppendRequest(1, "", "", 0, 0, (), 0), 10_000),
+        (AppendRequest(1, "", "", 0, 0, (Entry(1),) * 10_000, 0), 1),
+        (AppendRequest(1, "", "", 0, 0, (Entry(1),), 0), 5_000),
     ):
-        assert decode_batch_untrusted(payload_of(encode_batch(batch))) == batch
+        assert decode_batch_untrusted(payload_of(encode_batch([message] * n))) == [message] * n
     # Deep nesting (within msgpack's stack limit) is refused as malformed.
     with pytest.raises(MalformedFrame):
         decode_batch_untrusted(b"\x91" * 500 + b"\x90")
@@ -643,10 +855,13 @@ hostile_values = st.one_of(
     st.recursive(st.just([]), lambda inner: st.lists(inner, max_size=3), max_leaves=20),
 )
 # Slots that may hold None or another type legitimately: ForwardResponse's
-# rejection and leader_hint.
-OPTIONAL_SLOTS = {(8, 7), (8, 8)}
+# and ReadIndexResponse's rejection and leader_hint.
+OPTIONAL_SLOTS = {(8, 7), (8, 8), (13, 6), (13, 7)}
 # Int slots that may be negative: the request ids.
-SIGNED_SLOTS = {(7, 4), (8, 4)}
+SIGNED_SLOTS = {(7, 4), (8, 4), (12, 4), (13, 4)}
+# InstallSnapshot's meta.membership: only a canonical encoding is accepted.
+MEMBERSHIP_SLOT = (9, 6)
+CONFIG = 2  # EntryKind.CONFIG on the wire
 
 
 @st.composite
@@ -665,13 +880,20 @@ def wrong_shapes(draw: st.DrawFn) -> tuple[list[Any], bool]:
         return [[fields]], True
     if op == "entry" and tag == 3 and fields[6]:
         entry = draw(st.sampled_from(fields[6]))
-        i, new = draw(st.integers(0, 2)), draw(hostile_values)
+        i = draw(st.integers(0, 2))
+        new = draw(hostile_values | st.sampled_from([0, 1, CONFIG]) if i == 1 else hostile_values)
         must_fail = type(new) is not type(entry[i]) or (type(new) is int and new < 0)
         entry[i] = new
+        if i == 1:  # the kind: a known one, and CONFIG only for a membership
+            must_fail = must_fail or new not in (0, 1, CONFIG)
+        if entry[1] == CONFIG and i != 0:
+            must_fail = must_fail or not decodes_as_membership(entry[2])
         return [fields], must_fail
     i, new = draw(st.integers(0, len(fields) - 1)), draw(hostile_values)
     old, fields[i] = fields[i], new
-    if i == 0 or (tag, i) in OPTIONAL_SLOTS:
+    if (tag, i) == MEMBERSHIP_SLOT:
+        must_fail = new != old  # no short hostile value is a membership
+    elif i == 0 or (tag, i) in OPTIONAL_SLOTS:
         must_fail = type(new) is not int if i == 0 else False
     else:
         negative = type(new) is int and new < 0 and (tag, i) not in SIGNED_SLOTS
@@ -688,6 +910,34 @@ def test_wrong_shape(case: tuple[list[Any], bool]) -> None:
     decoded = only_wire_errors(payload)
     if must_fail:
         assert decoded is None, f"accepted {batch!r} as {decoded!r}"
+
+
+@st.composite
+def mutated_memberships(draw: st.DrawFn) -> bytes:
+    return draw(mutations(draw(memberships()).encode()))
+
+
+@settings(hostile, max_examples=500)
+@given(mutated_memberships(), st.booleans())
+def test_mutated_memberships(membership: bytes, in_snapshot: bool) -> None:
+    # Damaged membership bytes, well framed: byte mutations of a whole payload
+    # mostly break the msgpack around them, so these reach the JSON parser.
+    # A snapshot or CONFIG entry is accepted iff its membership decodes, and
+    # then carries exactly the bytes that came in (the encoding is canonical).
+    if in_snapshot:
+        message = [9, 2, "a", "b", 5, 1, membership, 0, b"", False]
+    else:
+        message = [3, 2, "a", "b", 0, 0, [[1, CONFIG, membership]], 0]
+    payload = pack([message])
+    fuzz_decode(payload)
+    decoded = only_wire_errors(payload)
+    assert (decoded is not None) == decodes_as_membership(membership)
+    if decoded is not None:
+        (m,) = decoded
+        if isinstance(m, InstallSnapshot):
+            assert m.meta.membership.encode() == membership
+        else:
+            assert isinstance(m, AppendRequest) and m.entries[0].data == membership
 
 
 def test_fuzz_decode_swallows_only_wire_errors() -> None:
