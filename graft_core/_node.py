@@ -581,7 +581,9 @@ class _Step:
             or self.leader_id != old.leader_id
         ):
             actions.append(RoleChanged(self.role, self.hard.term, self.leader_id))
-        if self.configs[-1] != old.configs[-1]:
+        if self.membership != old.membership:
+            # (Compaction moves the index of the base configuration without
+            # changing it: nothing to report then.)
             actions.append(MembershipChanged(self.membership, self.configs[-1][0]))
         progress = self.progress if self.progress_list is None else tuple(self.progress_list)
         state = NodeState(
@@ -679,14 +681,24 @@ class _Step:
             # Learners, joining and removed nodes never campaign (thesis §4.2.1).
             self.reset_election_timer(False)
             return
-        if self.config.pre_vote and not transfer:
+        # A server standing only as a voter of its previous configuration
+        # always asks first (pre-vote): it cannot win without a real quorum,
+        # so it must not move everyone's term while trying.
+        pre_vote = self.config.pre_vote or not self.membership.is_voter(self.config.node_id)
+        if pre_vote and not transfer:
             self.become_pre_candidate()
         else:
             self.become_candidate(transfer)
 
     def voters_to_ask(self) -> list[str]:
         ms = self.membership
-        return [p for p in self.peers if ms.is_voter(p)]
+        me = self.config.node_id
+        if ms.is_voter(me):
+            return [p for p in self.peers if ms.is_voter(p)]
+        # Standing for an uncommitted configuration that left us out (thesis
+        # §4.1): ask the voters of both, so our term reaches everyone involved.
+        previous = self.configs[-2][1]
+        return [p for p in self.peers if ms.is_voter(p) or previous.is_voter(p)]
 
     def become_pre_candidate(self) -> None:
         # Thesis §9.6: ask first whether we *could* win, without touching the
@@ -708,7 +720,11 @@ class _Step:
     def become_candidate(self, transfer: bool) -> None:
         # Raft §5.2: increment the term, vote for self, ask everyone else.
         cfg = self.config
-        self.set_hard(HardState(self.hard.term + 1, cfg.node_id))
+        # Thesis §4.1: a server outside its latest configuration "does not count
+        # its own vote" -- nor casts it, so it may still vote for another
+        # candidate of this term, which may be the one that can win.
+        me_votes = self.membership.is_voter(cfg.node_id)
+        self.set_hard(HardState(self.hard.term + 1, cfg.node_id if me_votes else None))
         self.role = CANDIDATE
         self.leader_id = None
         # Our own vote counts once it is durable (Rule 4; see on_persisted).
@@ -1148,15 +1164,19 @@ class _Step:
 
     # ------------------------------------------------------------------ follower
 
+    def heard_from_leader(self, leader: str) -> None:
+        """Any message from the current leader: note it, and put off the election."""
+        self.leader_id = leader
+        self.leader_contact = self.now
+        self.reset_election_timer(False)
+
     def follower_on_heartbeat(self, m: Heartbeat) -> None:
         if m.leader_commit > self.log.last_index:
             # The leader only sends min(match, commit), which we hold; anything
             # more is a confused or hostile leader: ignore the whole message.
             self.drop(m, DropReason.OUT_OF_RANGE, "leader_commit beyond our log")
             return
-        self.leader_id = m.src
-        self.leader_contact = self.now
-        self.reset_election_timer(False)
+        self.heard_from_leader(m.src)
         if m.leader_commit > self.commit_index:
             self.commit_index = m.leader_commit
         self.send(HeartbeatResponse(self.hard.term, self.config.node_id, m.src, m.read_seq))
@@ -1164,9 +1184,7 @@ class _Step:
     def follower_on_append(self, m: AppendRequest) -> None:
         me = self.config.node_id
         term = self.hard.term
-        self.leader_id = m.src
-        self.leader_contact = self.now
-        self.reset_election_timer(False)
+        self.heard_from_leader(m.src)
         prev = m.prev_log_index
         if prev < self.commit_index:
             # Everything up to our commit index already matches the leader's
@@ -1207,9 +1225,7 @@ class _Step:
     def follower_on_snapshot(self, m: InstallSnapshot) -> None:
         me = self.config.node_id
         term = self.hard.term
-        self.leader_id = m.src
-        self.leader_contact = self.now
-        self.reset_election_timer(False)
+        self.heard_from_leader(m.src)
         meta = m.meta
         if meta.index <= self.commit_index:
             # We already hold everything it covers, committed: installing it

@@ -144,8 +144,13 @@ def rejected(pr: Progress, rejected_index: int, match_hint: int) -> Progress | N
     if pr.state is REPLICATE:
         if rejected_index <= pr.match_index:
             return None
-        # Something was lost or reordered: fall back to probing (etcd BecomeProbe).
-        return Progress(pr.match_index, pr.match_index + 1, PROBE, False, (), True)
+        # Something was lost or reordered: fall back to probing (etcd
+        # BecomeProbe) -- from just after where the follower's log agrees, not
+        # from match_index + 1: over a reordering network the follower is
+        # usually only missing a message still in flight, and resending all it
+        # already holds on every overtaken message would multiply the traffic.
+        nxt = max(min(rejected_index, match_hint + 1), pr.match_index + 1)
+        return Progress(pr.match_index, nxt, PROBE, False, (), True)
     if pr.next_index - 1 != rejected_index:
         return None
     nxt = max(min(rejected_index, match_hint + 1), pr.match_index + 1)

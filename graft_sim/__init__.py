@@ -2,9 +2,12 @@
 
 * :class:`Simulation` runs a cluster of the real core under randomized
   faults (loss, duplication, delay with a long tail, partitions of every
-  shape, crashes with lost unsynced writes, pauses, clock skew), checks Raft's
-  safety properties after every step, checks liveness after the faults stop,
-  and checks the clients' key/value history for linearizability.
+  shape, crashes with lost unsynced writes, pauses, clock skew, membership
+  changes and leadership transfers requested at random), with snapshots,
+  spare servers and reads by ReadIndex or lease drawn per run (see
+  :class:`Features`); it checks Raft's safety properties after every step,
+  liveness after the faults stop, and the clients' key/value history for
+  linearizability.
   ``python -m graft_sim`` runs seeds of it.
 * :func:`check_history` is the linearizability checker on its own.
 * :class:`LocalCluster` is a hand-driven in-memory cluster for tests and demos.
@@ -21,7 +24,14 @@ from graft_sim._checker import InvariantViolation
 from graft_sim._faults import Fault, FaultMix
 from graft_sim._linearizability import CheckResult, Operation, Verdict, check_history
 from graft_sim._local import LocalCluster, Storage
-from graft_sim._world import LivenessViolation, SimOptions, SimResult, Simulation
+from graft_sim._world import (
+    READ_MODES,
+    Features,
+    LivenessViolation,
+    SimOptions,
+    SimResult,
+    Simulation,
+)
 
 _STRATEGIES = ("SIMPLEST_FIRST", "WorkloadOptions", "fault_mixes", "fault_schedules",
                "sim_options", "workloads")
@@ -42,8 +52,10 @@ __all__ = [
     "fault_schedules",
     "sim_options",
     "workloads",
+    "READ_MODES",
     "CheckResult",
     "Fault",
+    "Features",
     "FaultMix",
     "InvariantViolation",
     "LivenessViolation",

@@ -5,6 +5,11 @@ Examples::
     python -m graft_sim --seed 7                    # one run, replayable
     python -m graft_sim --seeds 0:300 --processes 2 # a sweep
     python -m graft_sim --clusters 2000 --duration 60000 --processes 2
+    python -m graft_sim --seeds 0:100 --snapshot-every 10 --reads lease --spare-nodes 2
+
+Protocol features (snapshots, spare servers, how gets are read) are drawn from
+each seed unless a flag pins them; so are the fault rates, membership changes
+and leadership transfers included, unless ``--faults calm``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Iterator, Sequence
 import attrs
 
 from graft_sim._faults import FaultMix
-from graft_sim._world import SimOptions, SimResult, Simulation
+from graft_sim._world import READ_MODES, SimOptions, SimResult, Simulation
 
 
 @attrs.frozen
@@ -86,11 +91,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-pre-vote", action="store_true")
     p.add_argument("--no-check-quorum", action="store_true")
     p.add_argument("--max-ops", type=int, default=SimOptions().max_ops)
+    p.add_argument("--spare-nodes", type=int, default=None,
+                   help="servers outside the bootstrap configuration (default: drawn)")
+    p.add_argument("--snapshot-every", type=int, default=None,
+                   help="snapshot every N applied entries, 0 never (default: drawn)")
+    p.add_argument("--snapshot-trailing", type=int, default=None,
+                   help="entries kept before a snapshot (default: drawn)")
+    p.add_argument("--snapshot-chunk-bytes", type=int, default=None,
+                   help="InstallSnapshot chunk size (default: drawn)")
+    p.add_argument("--reads", choices=READ_MODES, default=None,
+                   help="how gets are served (default: drawn)")
     p.add_argument("--processes", type=int, default=1)
     p.add_argument("--fail-file", default=None, help="append failing seeds to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true", help="print every run's summary")
     args = p.parse_args(argv)
+    if args.reads == "lease" and args.no_check_quorum:
+        p.error("--reads lease needs check-quorum (thesis §6.4.1)")
     first, count = args.seed or 0, args.clusters or 1
     seeds = parse_seeds(args.seeds) if args.seeds else range(first, first + count)
     options = [
@@ -104,12 +121,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_quorum=not args.no_check_quorum,
             faults=FaultMix.calm() if args.faults == "calm" else None,
             max_ops=args.max_ops,
+            spare_nodes=args.spare_nodes,
+            snapshot_every=args.snapshot_every,
+            snapshot_trailing=args.snapshot_trailing,
+            snapshot_chunk_bytes=args.snapshot_chunk_bytes,
+            reads=args.reads,
         )
         for s in seeds
     ]
     if len(options) == 1 and not args.quiet:
         sim = Simulation(options[0])
         print(f"seed {options[0].seed}: faults: {sim.mix.describe()}")
+        print(f"features: {sim.features.describe()}")
         print(f"schedule: {len(sim.schedule)} node/partition faults")
     t0 = time.perf_counter()
     steps = messages = elections = commits = virtual_ms = 0

@@ -25,6 +25,8 @@ FAULT_KINDS = (
     "crash",  # nodes: (node,)
     "restart",  # nodes: (node,)
     "pause",  # nodes: (node,); resumes after ``duration``
+    "membership",  # nodes: (); the leader is asked for a random valid membership change
+    "transfer",  # nodes: (target,) or () for "the most up-to-date voter"; at the leader
 )
 
 
@@ -69,6 +71,14 @@ class FaultMix:
     #: A write takes this long to become durable (uniform, microseconds).
     disk_min_us: int = 100
     disk_max_us: int = 1_000
+    #: Membership changes (thesis §4) and leadership transfers (thesis §3.10)
+    #: requested at the leader, per virtual minute.
+    membership_per_min: int = 0
+    transfers_per_min: int = 0
+    #: Each link (ordered pair of nodes) carries this many bytes per virtual
+    #: millisecond, one message after another; 0 = unlimited (latency only).
+    #: Never drawn: it is for benchmarks that compare transfer sizes.
+    link_bytes_per_ms: int = 0
 
     @classmethod
     def calm(cls) -> FaultMix:
@@ -83,7 +93,7 @@ class FaultMix:
             return rng.random() < 0.5
 
         tail = on()
-        return cls(
+        mix = cls(
             loss_ppm=rng.choice((10_000, 50_000, 200_000)) if on() else 0,
             duplicate_ppm=rng.choice((10_000, 50_000)) if on() else 0,
             base_min_us=rng.choice((100, 500, 1_000)),
@@ -96,6 +106,13 @@ class FaultMix:
             skew_ppm=rng.choice((10_000, 100_000, 300_000)) if on() else 0,
             disk_min_us=rng.choice((50, 300)),
             disk_max_us=rng.choice((1_000, 5_000, 20_000)),
+        )
+        # Drawn after the older kinds, so a seed keeps the rates it had before
+        # these kinds existed.
+        return attrs.evolve(
+            mix,
+            membership_per_min=rng.choice((10, 30, 120)) if on() else 0,
+            transfers_per_min=rng.choice((5, 20, 60)) if on() else 0,
         )
 
     def describe(self) -> str:
@@ -111,6 +128,11 @@ class FaultMix:
             f"pauses {self.pauses_per_min}/min" if self.pauses_per_min else "",
             f"skew {self.skew_ppm / 1e4:g}%" if self.skew_ppm else "",
             f"disk {self.disk_min_us / 1e3:g}-{self.disk_max_us / 1e3:g}ms",
+            f"membership changes {self.membership_per_min}/min"
+            if self.membership_per_min
+            else "",
+            f"transfers {self.transfers_per_min}/min" if self.transfers_per_min else "",
+            f"links {self.link_bytes_per_ms / 1e3:g} MB/s" if self.link_bytes_per_ms else "",
         ]
         return ", ".join(p for p in parts if p)
 
@@ -122,6 +144,9 @@ def draw_schedule(
 
     Crashed nodes restart and paused nodes resume after one to a few election
     timeouts; partitions last about as long before the next one or a heal.
+    ``nodes`` counts every simulated server, spare ones included. Membership
+    changes and transfers come after the older kinds, so a seed draws the same
+    partitions, crashes and pauses whether or not they are on.
     """
     faults: list[Fault] = []
 
@@ -166,6 +191,14 @@ def draw_schedule(
     for at in poisson_times(mix.pauses_per_min):
         node = rng.randrange(nodes)
         faults.append(Fault(at, "pause", (node,), rng.randint(election_ms // 4, 3 * election_ms)))
+    for at in poisson_times(mix.membership_per_min):
+        faults.append(Fault(at, "membership"))
+    for at in poisson_times(mix.transfers_per_min):
+        # About a third of transfers name no target: the leader picks the most
+        # up-to-date voter. A named target may be a learner or a removed node
+        # (the leader refuses); that is part of the test.
+        target = rng.randrange(nodes + nodes // 2)
+        faults.append(Fault(at, "transfer", (target,) if target < nodes else ()))
     # Sorted by time, ties broken by the fault itself: the order is a pure
     # function of the draws.
     faults.sort(key=lambda f: (f.at, f.kind, f.nodes, f.duration))

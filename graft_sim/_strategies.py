@@ -18,7 +18,8 @@ exactly::
 Shrinking goes toward the boring: no network faults (:meth:`FaultMix.calm`'s
 values), fewer faults in the schedule, simpler kinds (see
 :data:`SIMPLEST_FIRST`), earlier times, lower node numbers, seed 0, no client
-workload. A shrunk failure is therefore a short list of the faults that matter.
+workload, no spare servers, no snapshots (or one-chunk ones), gets through the
+log. A shrunk failure is therefore a short list of the faults that matter.
 
 This module needs Hypothesis (``pip install graft[test]``); ``graft_sim``
 itself does not import it.
@@ -35,7 +36,7 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from graft_sim._faults import FAULT_KINDS, Fault, FaultMix
-from graft_sim._world import SimOptions
+from graft_sim._world import READ_MODES, SimOptions
 
 T = TypeVar("T")
 
@@ -49,6 +50,8 @@ _PREFERRED = (
     "isolate_leader",
     "pause",
     "bridge",
+    "transfer",
+    "membership",
 )
 #: Every fault kind, in the order the shrinker prefers them: a fault that does
 #: not matter shrinks toward ``heal`` (harmless) before it is deleted, and one
@@ -119,8 +122,9 @@ def fault_mixes(*, schedule_rates: bool = True) -> SearchStrategy[FaultMix]:
     Shrinks toward :meth:`FaultMix.calm`.
 
     Args:
-        schedule_rates: also draw ``partitions_per_min``, ``crashes_per_min``
-            and ``pauses_per_min``. They only matter when the run draws its
+        schedule_rates: also draw ``partitions_per_min``, ``crashes_per_min``,
+            ``pauses_per_min``, ``membership_per_min`` and
+            ``transfers_per_min``. They only matter when the run draws its
             own schedule (``SimOptions.schedule is None``); :func:`sim_options`
             passes an explicit schedule and turns them off.
 
@@ -154,6 +158,8 @@ def fault_mixes(*, schedule_rates: bool = True) -> SearchStrategy[FaultMix]:
             skew_ppm=draw(_off_or(1, 300_000)),
             disk_min_us=disk_min,
             disk_max_us=max(disk_min, disk_max),
+            membership_per_min=draw(_off_or(1, 120)) if schedule_rates else 0,
+            transfers_per_min=draw(_off_or(1, 60)) if schedule_rates else 0,
         )
 
     return mixes()
@@ -173,10 +179,13 @@ def fault_schedules(
     partitions with two non-empty sides, a bridge with a node on each side)
     and happens in ``[0, duration_ms)``. Crashed nodes need not restart nor
     partitions heal: the simulator heals everything at ``duration_ms`` and
-    then checks liveness.
+    then checks liveness. A ``membership`` fault names no node (the simulator
+    draws a valid change at the leader); a ``transfer`` names its target, or
+    none for "the most up-to-date voter".
 
     Args:
-        nodes: the cluster size the schedule is for.
+        nodes: the number of simulated servers the schedule is for (spare
+            ones included).
         duration_ms: faults happen before this virtual time.
         max_faults: the longest schedule drawn.
         kinds: the fault kinds to use (see ``graft_sim._faults.FAULT_KINDS``);
@@ -229,6 +238,10 @@ def _schedules(
         "crash": st.builds(Fault, at, st.just("crash"), one),
         "restart": st.builds(Fault, at, st.just("restart"), one),
         "pause": st.builds(Fault, at, st.just("pause"), one, _spread(1, 3 * election_ms)),
+        "membership": st.builds(Fault, at, st.just("membership")),
+        "transfer": st.builds(
+            Fault, at, st.just("transfer"), st.one_of(st.just(()), one)
+        ),
     }
     if nodes >= 2:
         per_kind["partition"] = st.builds(
@@ -303,6 +316,11 @@ def sim_options(
     pre_vote: bool | SearchStrategy[bool] | None = None,
     check_quorum: bool | SearchStrategy[bool] | None = None,
     liveness_timeouts: int | None = None,
+    spare_nodes: int | SearchStrategy[int] | None = None,
+    snapshot_every: int | SearchStrategy[int] | None = None,
+    snapshot_trailing: int | SearchStrategy[int] | None = None,
+    snapshot_chunk_bytes: int | SearchStrategy[int] | None = None,
+    reads: str | SearchStrategy[str] | None = None,
 ) -> SearchStrategy[SimOptions]:
     """Whole simulator runs: a seed, a fault mix, an explicit schedule, a workload.
 
@@ -323,6 +341,14 @@ def sim_options(
         pre_vote, check_quorum: the core's switches; ``None`` draws them.
         liveness_timeouts: the liveness window, in election timeouts;
             ``None`` keeps ``SimOptions``'s default.
+        spare_nodes: servers outside the bootstrap configuration that
+            ``membership`` faults may add; ``None`` draws 0-2. The schedule
+            is drawn for ``nodes + spare_nodes`` servers.
+        snapshot_every, snapshot_trailing, snapshot_chunk_bytes: snapshots
+            (``SimOptions``); ``None`` draws them, ``snapshot_every`` off
+            about half the time.
+        reads: how gets are served (one of ``graft_sim.READ_MODES``);
+            ``None`` draws one (``"lease"`` only with check-quorum).
 
     Returns:
         A strategy for :class:`~graft_sim.SimOptions` whose ``faults`` and
@@ -353,6 +379,21 @@ def sim_options(
     election_s = _just(election_ms)
     pre_vote_s = _just(pre_vote) if pre_vote is not None else st.booleans()
     check_quorum_s = _just(check_quorum) if check_quorum is not None else st.booleans()
+    spares_s = _just(spare_nodes) if spare_nodes is not None else st.integers(0, 2)
+    every_s = (
+        _just(snapshot_every)
+        if snapshot_every is not None
+        else st.one_of(st.just(0), st.sampled_from((3, 10, 50)))
+    )
+    trailing_s = (
+        _just(snapshot_trailing) if snapshot_trailing is not None else st.sampled_from((0, 2, 20))
+    )
+    chunk_s = (
+        _just(snapshot_chunk_bytes)
+        if snapshot_chunk_bytes is not None
+        else st.sampled_from((1 << 20, 1000, 64))
+    )
+    reads_s = _just(reads) if reads is not None else st.sampled_from(READ_MODES)
     kinds = tuple(kinds)
 
     @st.composite
@@ -364,6 +405,11 @@ def sim_options(
         if heartbeat_ms is not None:
             heartbeat = draw(_just(heartbeat_ms))
         w = draw(workload_s)
+        cq = draw(check_quorum_s)
+        spares = draw(spares_s)
+        read_mode = draw(reads_s)
+        if read_mode == "lease" and not cq:
+            read_mode = "index"  # leases need check-quorum (thesis §6.4.1)
         return SimOptions(
             seed=draw(_SEEDS),
             nodes=n,
@@ -374,11 +420,12 @@ def sim_options(
             heartbeat_ms=heartbeat,
             election_ms=election,
             pre_vote=draw(pre_vote_s),
-            check_quorum=draw(check_quorum_s),
+            check_quorum=cq,
             faults=draw(mix_s),
             schedule=draw(
                 fault_schedules(
-                    n, duration, max_faults=max_faults, kinds=kinds, election_ms=election
+                    n + spares, duration, max_faults=max_faults, kinds=kinds,
+                    election_ms=election,
                 )
             ),
             clients=w.clients,
@@ -386,6 +433,11 @@ def sim_options(
             op_interval_ms=w.op_interval_ms,
             client_timeout_ms=w.client_timeout_ms,
             max_ops=w.max_ops,
+            spare_nodes=spares,
+            snapshot_every=draw(every_s),
+            snapshot_trailing=draw(trailing_s),
+            snapshot_chunk_bytes=draw(chunk_s),
+            reads=read_mode,
         )
 
     return options()

@@ -1,12 +1,19 @@
 """The simulated clients' key/value workload and the state machine they drive.
 
-Every operation -- put, get, compare-and-set -- goes through the log (reads
-too, until ReadIndex arrives), is encoded as JSON bytes, and takes effect when
-a node applies it. A client learns its result when the node it proposed to
-applies the operation. A typed rejection means it certainly did not happen.
-If no answer comes within the client's timeout, the outcome is unknown and the
-history records it as such (the linearizability checker lets it take effect
-at any point after its call, or never).
+Writes -- put and compare-and-set -- go through the log: encoded as JSON
+bytes, they take effect when a node applies them, and a client learns the
+result when the node it proposed to applies the operation. Gets go through the
+log too in ``reads="log"`` runs; otherwise they are linearizable reads without
+a log entry (thesis §6.4): the node asks for a read index (``ReadIndex``), and
+answers from its own store once it has applied that index. A typed rejection
+means the operation certainly did not happen. If no answer comes within the
+client's timeout, the outcome is unknown and the history records it as such
+(the linearizability checker lets it take effect at any point after its call,
+or never).
+
+The store serializes itself deterministically (sorted JSON, the client-session
+table included) for snapshots (Raft §7): equal states give equal bytes, so the
+checker can compare snapshots taken at one index on different nodes.
 """
 
 from __future__ import annotations
@@ -37,6 +44,23 @@ class KVStore:
     def __init__(self) -> None:
         self.data: dict[str, str | None] = {}
         self.done: dict[int, Hashable] = {}
+
+    def snapshot(self) -> bytes:
+        """The whole state as canonical bytes (equal stores give equal bytes)."""
+        doc = {
+            "data": sorted(self.data.items()),
+            "done": sorted([op_id, output] for op_id, output in self.done.items()),
+        }
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def restore(cls, snapshot: bytes) -> KVStore:
+        """The store :meth:`snapshot` serialized."""
+        doc = json.loads(snapshot)
+        kv = cls()
+        kv.data = {k: v for k, v in doc["data"]}
+        kv.done = {op_id: output for op_id, output in doc["done"]}
+        return kv
 
     def apply(self, payload: bytes) -> tuple[int, Hashable]:
         """Apply one entry; return ``(op_id, output)``. Non-workload entries give op_id -1."""
@@ -95,6 +119,8 @@ class Workload:
         #: Operations whose success a client saw: must end up applied everywhere.
         self.acknowledged: list[int] = []
         self.stats = {"ok": 0, "failed": 0, "unknown": 0}
+        #: How many gets were served by a read index rather than the log.
+        self.index_reads = 0
 
     def next_interval(self) -> int:
         return 1 + int(self.rng.expovariate(1 / self.mean_interval_us))
@@ -142,7 +168,11 @@ class Workload:
             del self.busy[op.client]
         return op
 
-    def completed(self, op_id: int, now_us: int, output: Hashable) -> None:
+    def completed(
+        self, op_id: int, now_us: int, output: Hashable, *, via_read_index: bool = False
+    ) -> None:
+        """``op_id`` returned ``output``. A write (or a get through the log) is
+        then in the log: it must end up applied everywhere (liveness)."""
         op = self.finish(op_id)
         if op is None:
             return
@@ -151,7 +181,10 @@ class Workload:
             self.seen[(op.client, op.key)] = output  # type: ignore[assignment]
         elif op.kind == "put" or output is True:
             self.seen[(op.client, op.key)] = op.value
-        self.acknowledged.append(op_id)
+        if not via_read_index:
+            self.acknowledged.append(op_id)
+        else:
+            self.index_reads += 1
         self._record(op, now_us, output)
 
     def failed(self, op_id: int) -> None:

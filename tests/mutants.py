@@ -29,12 +29,24 @@ import attrs
 import pytest
 
 import graft_core._node as node_mod
+from graft_core._actions import ProposalAccepted, ProposalRejected, SnapshotChunk
+from graft_core._config import Config
 from graft_core._log import RaftLog
-from graft_core._messages import AppendRequest, AppendResponse, Message, VoteRequest, VoteResponse
-from graft_core._node import _Step
+from graft_core._membership import ChangeOp, apply_changes
+from graft_core._messages import (
+    AppendRequest,
+    AppendResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    RejectReason,
+    VoteRequest,
+    VoteResponse,
+)
+from graft_core._node import _CONFIG, LEADER, _Step
 from graft_core._quorum import joint_committed_index
 from graft_core._state import PendingRead
-from graft_core._types import HardState
+from graft_core._types import Entry, HardState
 
 Installer = Callable[[pytest.MonkeyPatch], None]
 
@@ -116,9 +128,7 @@ def _follower_on_append_no_truncate(self: _Step, m: AppendRequest) -> None:
     # Copy of _Step.follower_on_append that keeps a conflicting suffix.
     me = self.config.node_id
     term = self.hard.term
-    self.leader_id = m.src
-    self.leader_contact = self.now
-    self.reset_election_timer(False)
+    self.heard_from_leader(m.src)
     prev = m.prev_log_index
     if prev < self.commit_index:
         self.hold(AppendResponse(term, me, m.src, True, self.commit_index))
@@ -147,6 +157,64 @@ def _follower_on_append_no_truncate(self: _Step, m: AppendRequest) -> None:
     if commit > self.commit_index:
         self.commit_index = commit
     self.hold(AppendResponse(term, me, m.src, True, last_new))
+
+
+def _on_change_membership_without_term_commit(
+    self: _Step, request_id: int, ops: tuple[ChangeOp, ...]
+) -> None:
+    # Copy of _Step.on_change_membership without the NOT_READY check.
+    def reject(reason: RejectReason, detail: str) -> None:
+        self.actions.append(ProposalRejected(request_id, reason, self.leader_id, detail))
+
+    if self.role is not LEADER:
+        if self.leader_id is None:
+            reject(RejectReason.NO_LEADER, "no leader is known")
+        else:
+            reject(RejectReason.NOT_LEADER, "membership changes are made at the leader")
+        return
+    if self.transfer_target is not None:
+        reject(RejectReason.TRANSFERRING, "a leadership transfer is under way")
+        return
+    ms = self.membership
+    if ms.is_joint or self.configs[-1][0] > self.commit_index:
+        reject(RejectReason.CHANGE_IN_PROGRESS, "the previous change is not finished")
+        return
+    # MUTANT (change_before_term_commit): no "an entry of the leader's term is
+    # committed" check -- the single-server change bug Ongaro reported in 2015.
+    target, problem = apply_changes(ms, ops)
+    if problem is not None:
+        reject(RejectReason.INVALID_CHANGE, problem)
+        return
+    term = self.hard.term
+    self.append((Entry(term, target.encode(), _CONFIG),))
+    self.actions.append(ProposalAccepted(request_id, self.log.last_index, term))
+    self.broadcast_append()
+
+
+def _follower_on_snapshot_below_commit(self: _Step, m: InstallSnapshot) -> None:
+    # Copy of _Step.follower_on_snapshot without the "older than our commit" guard.
+    me = self.config.node_id
+    term = self.hard.term
+    self.heard_from_leader(m.src)
+    meta = m.meta
+    # MUTANT (snapshot_below_commit): a snapshot at or below the commit index
+    # is installed like any other.
+    incoming = self.incoming
+    if m.offset != 0 and (
+        incoming is None or incoming[0] != meta or incoming[1] != m.offset
+    ):
+        have = incoming[1] if incoming is not None and incoming[0] == meta else 0
+        self.send(InstallSnapshotResponse(term, me, m.src, meta.index, have))
+        return
+    self.snapshot_chunk = SnapshotChunk(meta, m.offset, m.data, m.done)
+    received = m.offset + len(m.data)
+    if not m.done:
+        self.incoming = (meta, received)
+        self.hold(InstallSnapshotResponse(term, me, m.src, meta.index, received))
+        return
+    self.incoming = None
+    self.install_snapshot(meta)
+    self.hold(InstallSnapshotResponse(term, me, m.src, meta.index, received, True, meta.index))
 
 
 @attrs.frozen
@@ -187,6 +255,28 @@ _COPIES = (
         _follower_on_append_no_truncate,
         _Step.follower_on_append,
         removed=("if log.term_at(i) != entries[k].term:", "self.truncate(i)", "break"),
+        added=(),
+    ),
+    _Copy(
+        _on_change_membership_without_term_commit,
+        _Step.on_change_membership,
+        removed=(
+            "if self.log.term_at(self.commit_index) != self.hard.term:",
+            "reject(RejectReason.NOT_READY, \"no entry of the leader's term is committed yet\")",
+            "return",
+        ),
+        added=(),
+    ),
+    _Copy(
+        _follower_on_snapshot_below_commit,
+        _Step.follower_on_snapshot,
+        removed=(
+            "if meta.index <= self.commit_index:",
+            "self.incoming = None",
+            "self.hold(InstallSnapshotResponse(term, me, m.src, meta.index, m.offset, True, "
+            "self.commit_index))",
+            "return",
+        ),
         added=(),
     ),
 )
@@ -302,6 +392,39 @@ def _install_prevote_bumps_term(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(_Step, "become_pre_candidate", become_pre_candidate)
 
 
+def _install_change_before_term_commit(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(_Step, "on_change_membership", _on_change_membership_without_term_commit)
+
+
+def _install_snapshot_below_commit(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(_Step, "follower_on_snapshot", _follower_on_snapshot_below_commit)
+
+
+def _install_lease_never_expires(mp: pytest.MonkeyPatch) -> None:
+    # MUTANT: a quorum's acknowledgements keep the lease for ~forever, so a
+    # deposed leader that has not noticed yet still answers reads from it.
+    mp.setattr(Config, "lease_duration", property(lambda self: 1 << 40))
+
+
+def _install_lease_without_vote_lease(mp: pytest.MonkeyPatch) -> None:
+    def in_leader_lease(self: _Step) -> bool:
+        # MUTANT: followers grant votes while they hear from a leader, as with
+        # check-quorum off -- but the leader still serves reads from its lease.
+        return False
+
+    mp.setattr(_Step, "in_leader_lease", in_leader_lease)
+
+
+def _install_read_index_unconfirmed(mp: pytest.MonkeyPatch) -> None:
+    def leader_read(self: _Step, request_id: int, origin: str | None) -> None:
+        # MUTANT: answer at once at the commit index, without a heartbeat
+        # round proving we still lead (thesis §6.4 step 3) nor an entry of
+        # our term committed (step 1).
+        self.answer_read(request_id, origin, self.commit_index, None)
+
+    mp.setattr(_Step, "leader_read", leader_read)
+
+
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "figure8",
@@ -352,6 +475,35 @@ MUTANTS: tuple[Mutant, ...] = (
         "ack_before_persist",
         "an AppendEntries success is sent before the entries are durable (Figure 2)",
         _send_immediately(AppendResponse),
+    ),
+    Mutant(
+        "change_before_term_commit",
+        "a new leader appends a single-server change before committing an entry of its "
+        "term (the 2015 bug, Ongaro on raft-dev)",
+        _install_change_before_term_commit,
+    ),
+    Mutant(
+        "lease_never_expires",
+        "a leader's read lease never expires, so a deposed leader serves stale reads "
+        "(thesis §6.4.1)",
+        _install_lease_never_expires,
+    ),
+    Mutant(
+        "lease_without_vote_lease",
+        "followers vote while they hear from a leader (check-quorum's vote side off), yet "
+        "the leader serves reads from its lease (thesis §6.4.1, §4.2.3)",
+        _install_lease_without_vote_lease,
+    ),
+    Mutant(
+        "read_index_unconfirmed",
+        "ReadIndex is answered at once at the commit index, without confirming "
+        "leadership (thesis §6.4)",
+        _install_read_index_unconfirmed,
+    ),
+    Mutant(
+        "snapshot_below_commit",
+        "a follower installs a snapshot older than its commit index (Raft §7)",
+        _install_snapshot_below_commit,
     ),
 )
 

@@ -89,12 +89,13 @@ def test_crash_loses_unacknowledged_writes_and_restart_recovers() -> None:
     opts = SimOptions(
         seed=4, nodes=5, duration_ms=7000, max_ops=400, op_interval_ms=10,
         faults=FaultMix(disk_min_us=5_000, disk_max_us=20_000), schedule=tuple(crashes),
+        snapshot_every=0,
     )
     sim = Simulation(opts)
     r = sim.run()
     assert r.ops_ok > 0
     assert sim.lost_writes > 0  # some crashes did catch writes on their way to disk
-    logs = [tuple(n.storage.entries) for n in sim.nodes]
+    logs = [tuple(n.disk.entries) for n in sim.nodes]
     assert all(log == logs[0] for log in logs)
     assert all(n.state.commit_index == len(logs[0]) for n in sim.nodes)
 

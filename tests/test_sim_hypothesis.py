@@ -51,8 +51,10 @@ def check_fault(f: Fault, nodes: int, duration_ms: int) -> None:
     assert all(0 <= i < nodes for i in f.nodes)
     assert len(set(f.nodes)) == len(f.nodes)
     assert f.duration == 0 or f.kind == "pause"
-    if f.kind in ("heal", "isolate_leader"):
+    if f.kind in ("heal", "isolate_leader", "membership"):
         assert f.nodes == ()
+    elif f.kind == "transfer":
+        assert len(f.nodes) <= 1
     elif f.kind in ("isolate", "crash", "restart"):
         assert len(f.nodes) == 1
     elif f.kind == "pause":
@@ -87,9 +89,14 @@ def test_sim_options_are_explicit_and_consistent(options: SimOptions) -> None:
     assert options.faults is not None and options.schedule is not None
     # The schedule is explicit, so the mix's schedule rates would be unused.
     assert options.faults.partitions_per_min == options.faults.crashes_per_min == 0
+    assert options.faults.membership_per_min == options.faults.transfers_per_min == 0
     assert options.heartbeat_ms < options.election_ms
+    # Every feature is explicit too, so the repr replays the run.
+    assert None not in (options.spare_nodes, options.snapshot_every, options.reads)
+    assert options.reads != "lease" or options.check_quorum
+    assert options.spare_nodes is not None
     for f in options.schedule:
-        check_fault(f, options.nodes, options.duration_ms)
+        check_fault(f, options.nodes + options.spare_nodes, options.duration_ms)
 
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)

@@ -193,6 +193,8 @@ async def test_grow_and_shrink_the_cluster(
     disconnected and the cluster goes on without it."""
     async with cluster(tmp_path) as c:
         leader = await c.leader()
+        observed: list[tuple[str, ...]] = []
+        leader.on_membership(lambda m: observed.append(m.members))
         await leader.append(b"before")
         new = await c.start("n3", dict(c.members), joining=True)
         m = await leader.add_learner("n3", address(3))
@@ -205,6 +207,9 @@ async def test_grow_and_shrink_the_cluster(
         victim = next(i for i in ("n0", "n1", "n2") if i != leader.node_id)
         m = await leader.remove(victim)
         assert victim not in m.members
+        # Observers saw every configuration; the leader no longer talks to the victim.
+        assert observed[-1] == m.members and ("n0", "n1", "n2", "n3") in observed
+        assert victim not in leader.status().peers
         result = await new.append(b"after")
         await caught_up(new, result.index)
         with pytest.raises(MembershipError):
