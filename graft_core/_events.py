@@ -72,6 +72,26 @@ class Propose:
 
 
 @attrs.frozen(slots=True)
+class ProposeMany:
+    """Several proposals at once: the same as stepping each :class:`Propose` in
+    order, except that a leader appends them as one batch -- one Persist and one
+    AppendEntries per follower for all of them (thesis §10.2: batching is what
+    makes a leader's throughput). A shell drains its queue of proposals into one.
+
+    Raises:
+        ProposalError: ``proposals`` is not a tuple of :class:`Propose`.
+    """
+
+    proposals: tuple[Propose, ...]
+
+    def __attrs_post_init__(self) -> None:
+        if type(self.proposals) is not tuple or not all(
+            type(p) is Propose for p in self.proposals
+        ):
+            raise ProposalError("proposals must be a tuple of Propose")
+
+
+@attrs.frozen(slots=True)
 class PersistCompleted:
     """Every :class:`~graft_core.Persist` with ``seq`` up to this one is durable.
 
@@ -197,6 +217,7 @@ Event = (
     Tick
     | MessageReceived
     | Propose
+    | ProposeMany
     | PersistCompleted
     | Restart
     | SnapshotSaved

@@ -68,6 +68,7 @@ from graft_core._events import (
     MessageReceived,
     PersistCompleted,
     Propose,
+    ProposeMany,
     ReadIndex,
     Restart,
     SnapshotSaved,
@@ -283,6 +284,17 @@ def step(state: NodeState, event: Event) -> tuple[NodeState, tuple[Action, ...]]
             )
         s = _Step(state)
         s.on_propose(event.request_id, event.data)
+        return s.finish()
+    if isinstance(event, ProposeMany):
+        limit = state.config.max_proposal_bytes
+        for p in event.proposals:
+            if len(p.data) > limit:
+                raise ProposalError(
+                    f"proposal {p.request_id} of {len(p.data)} bytes exceeds "
+                    f"max_proposal_bytes ({limit})"
+                )
+        s = _Step(state)
+        s.on_propose_many(event.proposals)
         return s.finish()
     if isinstance(event, PersistCompleted):
         if event.seq > state.persist_seq:
@@ -830,6 +842,30 @@ class _Step:
         else:
             self.actions.append(ProposalRejected(request_id, RejectReason.NO_LEADER, None))
 
+    def on_propose_many(self, proposals: tuple[Propose, ...]) -> None:
+        if self.role is not LEADER:
+            for p in proposals:
+                self.on_propose(p.request_id, p.data)
+            return
+        if self.transfer_target is not None:
+            for p in proposals:
+                self.answer(None, p.request_id, RejectReason.TRANSFERRING)
+            return
+        # One append and one broadcast for the whole batch.
+        room = self.config.max_uncommitted_entries - (self.log.last_index - self.commit_index)
+        term = self.hard.term
+        first = self.log.last_index + 1
+        entries: list[Entry] = []
+        for p in proposals:
+            if len(entries) >= room:
+                self.answer(None, p.request_id, RejectReason.DROPPED)
+                continue
+            self.actions.append(ProposalAccepted(p.request_id, first + len(entries), term))
+            entries.append(Entry(term, p.data))
+        if entries:
+            self.append(tuple(entries))
+            self.broadcast_append()
+
     def leader_propose(self, request_id: int, data: bytes, origin: str | None) -> None:
         if self.transfer_target is not None:
             # Thesis §3.10: the old leader stops accepting client requests
@@ -1307,7 +1343,11 @@ class _Step:
 
     def broadcast_append(self, allow_empty: bool = False) -> None:
         for i in range(len(self.peers)):
-            self.send_append(i, allow_empty)
+            # Fill the pipeline: a batch longer than max_entries_per_message
+            # goes out as several messages at once (bounded by max_inflight).
+            if self.send_append(i, allow_empty):
+                while self.send_append(i, False):
+                    pass
 
     def send_append(self, i: int, allow_empty: bool) -> bool:
         """Send follower ``i`` what it lacks, if its Progress allows (Raft §5.3)."""

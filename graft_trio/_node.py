@@ -54,6 +54,7 @@ from graft_core import (
     ProposalAccepted,
     ProposalRejected,
     Propose,
+    ProposeMany,
     ReadIndex,
     ReadReady,
     ReadRejected,
@@ -431,16 +432,30 @@ class Node:
             event: Event
             with trio.move_on_at(deadline):
                 event = await self._events_recv.receive()
-                self._step(event)
-                # Drain what is already queued before sleeping again.
+                # Drain what is already queued before sleeping again. Runs of
+                # proposals are stepped as one ProposeMany: one append, one
+                # write, one AppendEntries per follower for the lot.
+                proposals: list[Propose] = []
                 while True:
+                    if isinstance(event, Propose):
+                        proposals.append(event)
+                    else:
+                        self._step_proposals(proposals)
+                        self._step(event)
                     try:
                         event = self._events_recv.receive_nowait()
                     except trio.WouldBlock:
                         break
-                    self._step(event)
+                self._step_proposals(proposals)
                 continue
             self._step(Tick(max(self._now(), self._state.now)))
+
+    def _step_proposals(self, proposals: list[Propose]) -> None:
+        if len(proposals) == 1:
+            self._step(proposals[0])
+        elif proposals:
+            self._step(ProposeMany(tuple(proposals)))
+        proposals.clear()
 
     def _step(self, event: Event) -> None:
         assert self._state is not None

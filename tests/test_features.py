@@ -48,8 +48,10 @@ from graft_core import (
     PersistCompleted,
     ProgressState,
     ProposalAccepted,
+    ProposalError,
     ProposalRejected,
     Propose,
+    ProposeMany,
     RejectReason,
     Restart,
     Role,
@@ -880,3 +882,48 @@ def test_single_node_becomes_leader_only_after_vote_is_durable(pre_vote: bool) -
     a, actions = feed(a, PersistCompleted(p.seq))
     assert a.role is Role.LEADER
     assert RoleChanged(Role.LEADER, 1, "a") in actions
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 40), min_size=1, max_size=200),
+    room=st.integers(1, 300),
+)
+def test_propose_many_is_propose_in_order_but_batched(sizes: list[int], room: int) -> None:
+    """ProposeMany = each Propose in order (same log, same answers, same flow control),
+    with one Persist for all of them and the AppendEntries pipeline filled at once
+    (thesis §10.2: batching is what gives a leader its throughput)."""
+    a = _replicating_leader(max_uncommitted_entries=room, max_entries_per_message=16)
+    proposals = tuple(Propose(k, b"x" * n) for k, n in enumerate(sizes))
+    one_by_one = a
+    answers_single: list[Action] = []
+    for p in proposals:
+        one_by_one, actions = feed(one_by_one, p)
+        answers_single += [x for x in actions if isinstance(x, ProposalAccepted | ProposalRejected)]
+    batched, actions = feed(a, ProposeMany(proposals))
+    answers_batch = [x for x in actions if isinstance(x, ProposalAccepted | ProposalRejected)]
+    assert batched.log == one_by_one.log
+    assert answers_batch == answers_single
+    accepted = [x for x in answers_batch if isinstance(x, ProposalAccepted)]
+    assert len(persists(actions)) == (1 if accepted else 0)
+    to_b = [m for m in sent(actions, AppendRequest) if m.dst == "b"]
+    n = len(accepted)
+    assert len(to_b) == -(-n // 16), "one message per 16 entries, all sent at once"
+    assert sum(len(m.entries) for m in to_b) == n
+
+
+def test_propose_many_on_a_follower_forwards_each() -> None:
+    b = start(Config("b", IDS, check_quorum=False))
+    b, _ = recv(b, Heartbeat(1, "a", "b", 0))
+    _, actions = feed(b, ProposeMany((Propose(1, b"p"), Propose(2, b"q"))))
+    assert [(m.request_id, m.data) for m in sent(actions, ForwardProposal)] == [
+        (1, b"p"), (2, b"q")
+    ]
+
+
+def test_propose_many_too_large_is_refused_before_any_change() -> None:
+    a = _replicating_leader(max_proposal_bytes=4)
+    with pytest.raises(ProposalError, match="proposal 2"):
+        step(a, ProposeMany((Propose(1, b"ok"), Propose(2, b"too big"))))
+    with pytest.raises(ProposalError):
+        ProposeMany([Propose(1, b"x")])  # type: ignore[arg-type]
