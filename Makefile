@@ -1,12 +1,13 @@
 # Two commands do everything on a fresh machine with only python3:
 #   make test   -- create .venv, install graft with its test extras, ruff, mypy --strict, pytest
 #   make demo   -- run the main demonstration
-# Also: make bench (core, simulator and TCP benchmarks), make fuzz SEEDS=N (long simulator
-# sweep), make demo-core (the in-memory core demo).
+# Also: make bench (core, simulator and TCP benchmarks, then graft against PySyncObj and the
+# floor), make fuzz SEEDS=N (long simulator sweep), make demo-core (the in-memory core demo).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: test demo demo-core bench fuzz lint typecheck clean
 
@@ -33,10 +34,17 @@ demo: $(STAMP)
 demo-core: $(STAMP)
 	$(BIN)/python examples/core_demo.py
 
-bench: $(STAMP)
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+# bench_compare.py writes benchmarks/results/latest.json (JSON=path to change it).
+JSON ?= benchmarks/results/latest.json
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_core.py
 	$(BIN)/python benchmarks/bench_sim.py
 	$(BIN)/python benchmarks/bench_trio.py
+	$(BIN)/python benchmarks/bench_compare.py --json $(JSON)
 
 # A long simulator sweep: make fuzz SEEDS=10000 [PROCESSES=2] [FIRST=0]
 SEEDS ?= 2000
