@@ -831,7 +831,7 @@ class _Step:
 
     def on_propose(self, request_id: int, data: bytes) -> None:
         if self.role is LEADER:
-            self.leader_propose(request_id, data, None)
+            self.leader_propose([(request_id, data)], None)
         elif self.leader_id is not None and self.config.forward_proposals:
             me = self.config.node_id
             self.send(ForwardProposal(self.hard.term, me, self.leader_id, request_id, data))
@@ -843,46 +843,40 @@ class _Step:
             self.actions.append(ProposalRejected(request_id, RejectReason.NO_LEADER, None))
 
     def on_propose_many(self, proposals: tuple[Propose, ...]) -> None:
-        if self.role is not LEADER:
+        if self.role is LEADER:
+            self.leader_propose([(p.request_id, p.data) for p in proposals], None)
+        else:
             for p in proposals:
                 self.on_propose(p.request_id, p.data)
-            return
-        if self.transfer_target is not None:
-            for p in proposals:
-                self.answer(None, p.request_id, RejectReason.TRANSFERRING)
-            return
-        # One append and one broadcast for the whole batch.
-        room = self.config.max_uncommitted_entries - (self.log.last_index - self.commit_index)
-        term = self.hard.term
-        first = self.log.last_index + 1
-        entries: list[Entry] = []
-        for p in proposals:
-            if len(entries) >= room:
-                self.answer(None, p.request_id, RejectReason.DROPPED)
-                continue
-            self.actions.append(ProposalAccepted(p.request_id, first + len(entries), term))
-            entries.append(Entry(term, p.data))
-        if entries:
-            self.append(tuple(entries))
-            self.broadcast_append()
 
-    def leader_propose(self, request_id: int, data: bytes, origin: str | None) -> None:
+    def leader_propose(self, proposals: list[tuple[int, bytes]], origin: str | None) -> None:
+        """Append ``(request_id, data)`` proposals as one batch: one append, one
+        Persist, one broadcast (``origin``: the follower that forwarded them)."""
         if self.transfer_target is not None:
             # Thesis §3.10: the old leader stops accepting client requests
             # while the transfer is under way.
-            self.answer(origin, request_id, RejectReason.TRANSFERRING)
+            for request_id, _ in proposals:
+                self.answer(origin, request_id, RejectReason.TRANSFERRING)
             return
-        if self.log.last_index - self.commit_index >= self.config.max_uncommitted_entries:
-            self.answer(origin, request_id, RejectReason.DROPPED)
-            return
+        room = self.config.max_uncommitted_entries - (self.log.last_index - self.commit_index)
         term = self.hard.term
-        self.append((Entry(term, data),))
-        index = self.log.last_index
-        if origin is None:
-            self.actions.append(ProposalAccepted(request_id, index, term))
-        else:
-            self.send(ForwardResponse(term, self.config.node_id, origin, request_id, index, term))
-        self.broadcast_append()
+        first = self.log.last_index + 1
+        me = self.config.node_id
+        entries: list[Entry] = []
+        for request_id, data in proposals:
+            if len(entries) >= room:
+                # Flow control (etcd's MaxUncommittedEntriesSize).
+                self.answer(origin, request_id, RejectReason.DROPPED)
+                continue
+            index = first + len(entries)
+            entries.append(Entry(term, data))
+            if origin is None:
+                self.actions.append(ProposalAccepted(request_id, index, term))
+            else:
+                self.send(ForwardResponse(term, me, origin, request_id, index, term))
+        if entries:
+            self.append(tuple(entries))
+            self.broadcast_append()
 
     def answer(self, origin: str | None, request_id: int, reason: RejectReason) -> None:
         hint = self.leader_id
@@ -1571,7 +1565,7 @@ class _Step:
         elif len(m.data) > self.config.max_proposal_bytes:
             self.answer(m.src, m.request_id, RejectReason.TOO_LARGE)
         else:
-            self.leader_propose(m.request_id, m.data, m.src)
+            self.leader_propose([(m.request_id, m.data)], m.src)
 
     def on_forward_response(self, m: ForwardResponse) -> None:
         if m.src != self.leader_id:

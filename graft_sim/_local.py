@@ -24,11 +24,9 @@ from graft_core import (
     ChangeMembership,
     ChangeOp,
     Config,
-    DurableState,
     Entry,
     EntryKind,
     Event,
-    HardState,
     MembershipChanged,
     Message,
     MessageDropped,
@@ -55,55 +53,11 @@ from graft_core import (
     start,
     step,
 )
+from graft_sim._disk import Disk
 
-
-@attrs.define
-class Storage:
-    """What one node's disk holds: exactly the Persists it completed.
-
-    ``entries`` start right after ``snapshot`` (at index 1 without one);
-    ``incoming`` is a snapshot being received, not yet durable as a whole.
-    """
-
-    hard_state: HardState = attrs.field(factory=HardState)
-    entries: list[Entry] = attrs.field(factory=list)
-    snapshot: SnapshotMeta | None = None
-    snapshot_data: bytes = b""
-    incoming: bytearray = attrs.field(factory=bytearray)
-
-    @property
-    def offset(self) -> int:
-        return 0 if self.snapshot is None else self.snapshot.index
-
-    def write(self, p: Persist) -> None:
-        chunk = p.snapshot
-        if chunk is not None:
-            if chunk.offset == 0:
-                self.incoming = bytearray()
-            assert chunk.offset == len(self.incoming), "chunks must arrive in order"
-            self.incoming += chunk.data
-            if chunk.done:
-                self.install(chunk.meta, bytes(self.incoming))
-                self.incoming = bytearray()
-        off = self.offset
-        if p.truncate_from is not None:
-            del self.entries[max(p.truncate_from - off - 1, 0) :]
-        if p.entries:
-            del self.entries[p.first_index - off - 1 :]
-            self.entries.extend(p.entries)
-        if p.hard_state is not None:
-            self.hard_state = p.hard_state
-
-    def install(self, meta: SnapshotMeta, data: bytes) -> None:
-        """Make ``meta`` the snapshot; Raft §7 decides what of the log survives."""
-        off = self.offset
-        k = meta.index - off  # position of the snapshot's last entry, 1-based
-        keep = 0 < k <= len(self.entries) and self.entries[k - 1].term == meta.term
-        self.entries = self.entries[k:] if keep else []
-        self.snapshot, self.snapshot_data = meta, data
-
-    def durable(self) -> DurableState:
-        return DurableState(self.hard_state, tuple(self.entries), self.snapshot)
+#: What one node's disk holds: exactly the Persists it completed (the same
+#: model of the Persist contract as the simulator's).
+Storage = Disk
 
 
 def encode_applied(applied: list[tuple[int, Entry]]) -> bytes:
@@ -205,7 +159,7 @@ class LocalCluster:
                     self.in_flight.append(m)
             elif isinstance(a, Persist):
                 if self.auto_persist:
-                    self.storage[nid].write(a)
+                    self._write(nid, a)
                     acks.append(a.seq)
                 else:
                     self.pending_persists[nid].append(a)
@@ -236,6 +190,11 @@ class LocalCluster:
             out.extend(self.step(nid, PersistCompleted(acks[-1])))
         return tuple(out)
 
+    def _write(self, nid: str, p: Persist) -> None:
+        problem = self.storage[nid].write(p)
+        if problem is not None:
+            raise AssertionError(f"{nid}: the core broke the Persist contract: {problem}")
+
     def _send_snapshot(self, nid: str, a: SendSnapshot) -> None:
         disk = self.storage[nid]
         m = a.message
@@ -252,8 +211,8 @@ class LocalCluster:
         index = state.applied_index if index is None else index
         meta = state.snapshot_meta(index)
         applied = [(i, e) for i, e in self.applied[nid] if i <= index]
-        disk = self.storage[nid]
-        disk.install(meta, encode_applied(applied))
+        problem = self.storage[nid].save_snapshot(meta, encode_applied(applied))
+        assert problem is None, problem
         self.step(nid, SnapshotSaved(index))
         return meta
 
@@ -278,7 +237,7 @@ class LocalCluster:
         if not pending:
             return ()
         for p in pending:
-            self.storage[nid].write(p)
+            self._write(nid, p)
         seq = pending[-1].seq
         pending.clear()
         return self.step(nid, PersistCompleted(seq))
@@ -378,7 +337,7 @@ class LocalCluster:
         (restoring the snapshot first, if there is one)."""
         self.down.discard(nid)
         self.applied[nid].clear()
-        self.storage[nid].incoming = bytearray()
+        self.storage[nid].incoming = None  # a partly received snapshot is lost
         self.step(nid, Restart(self.now, self.storage[nid].durable()))
 
     # ------------------------------------------------------------------ views

@@ -54,8 +54,9 @@ from graft_core import (
 from graft_core import step as core_step
 from graft_sim import Fault, FaultMix, Features, SimOptions, SimResult, Simulation
 from graft_sim.__main__ import main as cli_main
+from graft_sim._disk import Disk, SaveSnapshot
 from graft_sim._workload import KVStore
-from graft_sim._world import Disk, SaveSnapshot, _Node, safe_lease_skew_ppm
+from graft_sim._world import _Node, safe_lease_skew_ppm
 
 ROOT = Path(__file__).resolve().parent.parent
 
