@@ -30,14 +30,18 @@ class RaftLog:
     entries: PVector[Entry] = attrs.field(factory=PVector.empty)
     offset: int = 0
     offset_term: int = 0
+    #: The index of the last entry (``offset`` when empty). Computed once per
+    #: log value rather than per read: a step reads it several times (and the
+    #: simulator's checks after it), while a log value is built only when
+    #: entries are appended, truncated or compacted.
+    last_index: int = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "last_index", self.offset + len(self.entries))
 
     @classmethod
     def of(cls, entries: Iterable[Entry]) -> RaftLog:
         return cls(PVector.from_iterable(entries))
-
-    @property
-    def last_index(self) -> int:
-        return self.offset + len(self.entries)
 
     @property
     def last_term(self) -> int:

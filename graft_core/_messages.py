@@ -15,6 +15,8 @@ response tells the leader the follower is alive (check-quorum, thesis §6.2).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -292,98 +294,115 @@ def _is_index(x: object) -> bool:
     return type(x) is int and x >= 0
 
 
-def malformed_reason(msg: object) -> str | None:
-    """Check the shape of an untrusted message; ``None`` when it is well formed.
-
-    This checks only what can be checked without the node's state (types,
-    ranges, internal consistency); the node checks membership and terms.
-    """
-    if type(msg) not in MESSAGE_TYPES:
-        return f"not a graft message: {type(msg).__name__}"
-    m: Message = msg  # type: ignore[assignment]
-    if not _is_index(m.term):
-        return "term is not a non-negative int"
-    if type(m.src) is not str or type(m.dst) is not str:
-        return "src/dst are not str"
-    if isinstance(m, AppendRequest):
-        if not (_is_index(m.prev_log_index) and _is_index(m.prev_log_term)):
-            return "prev_log_index/prev_log_term are not non-negative ints"
-        if not _is_index(m.leader_commit):
-            return "leader_commit is not a non-negative int"
-        if type(m.entries) is not tuple:
-            return "entries is not a tuple"
-        if m.prev_log_term > m.term:
-            return "prev_log_term is newer than the message term"
-        if (m.prev_log_index == 0) != (m.prev_log_term == 0):
-            return "prev_log_index and prev_log_term disagree about the empty log"
-        previous = m.prev_log_term
-        for e in m.entries:
-            if type(e) is not Entry or type(e.data) is not bytes or type(e.kind) is not EntryKind:
-                return "an entry is not a well-formed Entry"
-            if type(e.term) is not int or e.term < max(previous, 1) or e.term > m.term:
-                # Terms in a log never decrease (leaders only append, §5.3), no
-                # leader sends entries from a term after its own, and term 0
-                # has no leader, so no entry.
-                return "entry terms are out of order or newer than the message term"
-            previous = e.term
-            bad = _bad_entry_data(e)
-            if bad is not None:
-                return bad
-        return None
-    if isinstance(m, AppendResponse):
-        if type(m.success) is not bool:
-            return "success is not a bool"
-        if not (_is_index(m.index) and _is_index(m.hint_index) and _is_index(m.hint_term)):
-            return "index/hint fields are not non-negative ints"
-        if m.hint_term > m.term:
-            return "hint_term is newer than the message term"
-        return None
-    if isinstance(m, VoteRequest):
-        if not (_is_index(m.last_log_index) and _is_index(m.last_log_term)):
-            return "last_log_index/last_log_term are not non-negative ints"
-        if type(m.pre_vote) is not bool or type(m.transfer) is not bool:
-            return "pre_vote/transfer are not bools"
-        if (m.last_log_index == 0) != (m.last_log_term == 0) or m.last_log_term > m.term:
-            return "last_log_index/last_log_term are inconsistent"
-        return None
-    if isinstance(m, VoteResponse):
-        if type(m.granted) is not bool or type(m.pre_vote) is not bool:
-            return "granted/pre_vote are not bools"
-        return None
-    if isinstance(m, Heartbeat):
-        if not (_is_index(m.leader_commit) and _is_index(m.read_seq)):
-            return "leader_commit/read_seq are not non-negative ints"
-        return None
-    if isinstance(m, HeartbeatResponse):
-        return None if _is_index(m.read_seq) else "read_seq is not a non-negative int"
-    if isinstance(m, TimeoutNow):
-        return None
-    if isinstance(m, InstallSnapshot):
-        bad = _bad_meta(m.meta, m.term)
+def _check_append_request(m: AppendRequest) -> str | None:
+    if not (_is_index(m.prev_log_index) and _is_index(m.prev_log_term)):
+        return "prev_log_index/prev_log_term are not non-negative ints"
+    if not _is_index(m.leader_commit):
+        return "leader_commit is not a non-negative int"
+    if type(m.entries) is not tuple:
+        return "entries is not a tuple"
+    if m.prev_log_term > m.term:
+        return "prev_log_term is newer than the message term"
+    if (m.prev_log_index == 0) != (m.prev_log_term == 0):
+        return "prev_log_index and prev_log_term disagree about the empty log"
+    previous = m.prev_log_term
+    for e in m.entries:
+        if type(e) is not Entry or type(e.data) is not bytes or type(e.kind) is not EntryKind:
+            return "an entry is not a well-formed Entry"
+        if type(e.term) is not int or e.term < max(previous, 1) or e.term > m.term:
+            # Terms in a log never decrease (leaders only append, §5.3), no
+            # leader sends entries from a term after its own, and term 0
+            # has no leader, so no entry.
+            return "entry terms are out of order or newer than the message term"
+        previous = e.term
+        bad = _bad_entry_data(e)
         if bad is not None:
             return bad
-        if not _is_index(m.offset) or type(m.data) is not bytes or type(m.done) is not bool:
-            return "offset/data/done are not valid"
+    return None
+
+
+def _check_append_response(m: AppendResponse) -> str | None:
+    if type(m.success) is not bool:
+        return "success is not a bool"
+    if not (_is_index(m.index) and _is_index(m.hint_index) and _is_index(m.hint_term)):
+        return "index/hint fields are not non-negative ints"
+    if m.hint_term > m.term:
+        return "hint_term is newer than the message term"
+    return None
+
+
+def _check_vote_request(m: VoteRequest) -> str | None:
+    if not (_is_index(m.last_log_index) and _is_index(m.last_log_term)):
+        return "last_log_index/last_log_term are not non-negative ints"
+    if type(m.pre_vote) is not bool or type(m.transfer) is not bool:
+        return "pre_vote/transfer are not bools"
+    if (m.last_log_index == 0) != (m.last_log_term == 0) or m.last_log_term > m.term:
+        return "last_log_index/last_log_term are inconsistent"
+    return None
+
+
+def _check_vote_response(m: VoteResponse) -> str | None:
+    if type(m.granted) is not bool or type(m.pre_vote) is not bool:
+        return "granted/pre_vote are not bools"
+    return None
+
+
+def _check_heartbeat(m: Heartbeat) -> str | None:
+    # (_is_index inlined: this runs once per heartbeat per follower.)
+    lc = m.leader_commit
+    rs = m.read_seq
+    if type(lc) is int and lc >= 0 and type(rs) is int and rs >= 0:
         return None
-    if isinstance(m, InstallSnapshotResponse):
-        if not (_is_index(m.index) and _is_index(m.next_offset) and _is_index(m.match_index)):
-            return "index/next_offset/match_index are not non-negative ints"
-        return None if type(m.done) is bool else "done is not a bool"
-    if isinstance(m, ReadIndexRequest):
-        return None if type(m.request_id) is int else "request_id is not an int"
-    if isinstance(m, ReadIndexResponse):
-        if type(m.request_id) is not int or not _is_index(m.index):
-            return "request_id/index are not ints"
-        if m.rejection is not None and type(m.rejection) is not RejectReason:
-            return "rejection is not a RejectReason"
-        if m.leader_hint is not None and type(m.leader_hint) is not str:
-            return "leader_hint is not a str"
+    return "leader_commit/read_seq are not non-negative ints"
+
+
+def _check_heartbeat_response(m: HeartbeatResponse) -> str | None:
+    rs = m.read_seq
+    if type(rs) is int and rs >= 0:
         return None
-    if isinstance(m, ForwardProposal):
-        if type(m.request_id) is not int:
-            return "request_id is not an int"
-        return None if type(m.data) is bytes else "data is not bytes"
-    assert isinstance(m, ForwardResponse)
+    return "read_seq is not a non-negative int"
+
+
+def _check_timeout_now(m: TimeoutNow) -> str | None:
+    return None
+
+
+def _check_install_snapshot(m: InstallSnapshot) -> str | None:
+    bad = _bad_meta(m.meta, m.term)
+    if bad is not None:
+        return bad
+    if not _is_index(m.offset) or type(m.data) is not bytes or type(m.done) is not bool:
+        return "offset/data/done are not valid"
+    return None
+
+
+def _check_install_snapshot_response(m: InstallSnapshotResponse) -> str | None:
+    if not (_is_index(m.index) and _is_index(m.next_offset) and _is_index(m.match_index)):
+        return "index/next_offset/match_index are not non-negative ints"
+    return None if type(m.done) is bool else "done is not a bool"
+
+
+def _check_read_index_request(m: ReadIndexRequest) -> str | None:
+    return None if type(m.request_id) is int else "request_id is not an int"
+
+
+def _check_read_index_response(m: ReadIndexResponse) -> str | None:
+    if type(m.request_id) is not int or not _is_index(m.index):
+        return "request_id/index are not ints"
+    if m.rejection is not None and type(m.rejection) is not RejectReason:
+        return "rejection is not a RejectReason"
+    if m.leader_hint is not None and type(m.leader_hint) is not str:
+        return "leader_hint is not a str"
+    return None
+
+
+def _check_forward_proposal(m: ForwardProposal) -> str | None:
+    if type(m.request_id) is not int:
+        return "request_id is not an int"
+    return None if type(m.data) is bytes else "data is not bytes"
+
+
+def _check_forward_response(m: ForwardResponse) -> str | None:
     if type(m.request_id) is not int or not _is_index(m.index) or not _is_index(m.entry_term):
         return "request_id/index/entry_term are not ints"
     if m.rejection is not None and type(m.rejection) is not RejectReason:
@@ -393,3 +412,43 @@ def malformed_reason(msg: object) -> str | None:
     if m.rejection is None and m.index == 0:
         return "an accepted forward must name its index"
     return None
+
+
+# One checker per message class, looked up by exact type: a dict lookup
+# instead of a chain of isinstance calls on every message received. A
+# subclass of a message class is not a graft message (a wire decoder builds
+# exactly these classes), so exact types lose nothing.
+_CHECKS: dict[type, Callable[[Any], str | None]] = {
+    VoteRequest: _check_vote_request,
+    VoteResponse: _check_vote_response,
+    AppendRequest: _check_append_request,
+    AppendResponse: _check_append_response,
+    Heartbeat: _check_heartbeat,
+    HeartbeatResponse: _check_heartbeat_response,
+    ForwardProposal: _check_forward_proposal,
+    ForwardResponse: _check_forward_response,
+    InstallSnapshot: _check_install_snapshot,
+    InstallSnapshotResponse: _check_install_snapshot_response,
+    TimeoutNow: _check_timeout_now,
+    ReadIndexRequest: _check_read_index_request,
+    ReadIndexResponse: _check_read_index_response,
+}
+assert set(_CHECKS) == set(MESSAGE_TYPES)
+
+
+def malformed_reason(msg: object) -> str | None:
+    """Check the shape of an untrusted message; ``None`` when it is well formed.
+
+    This checks only what can be checked without the node's state (types,
+    ranges, internal consistency); the node checks membership and terms.
+    """
+    check = _CHECKS.get(type(msg))
+    if check is None:
+        return f"not a graft message: {type(msg).__name__}"
+    m: Message = msg  # type: ignore[assignment]
+    term = m.term
+    if type(term) is not int or term < 0:
+        return "term is not a non-negative int"
+    if type(m.src) is not str or type(m.dst) is not str:
+        return "src/dst are not str"
+    return check(m)

@@ -682,3 +682,23 @@ def test_message_with_now_equals_tick_then_message() -> None:
         cluster.tick(cluster.next_deadline())
         cluster.deliver_round()
     assert checked > 100
+
+
+def test_state_is_frozen_and_a_fresh_value_after_every_step() -> None:
+    """NodeState is built by a fast path inside ``step`` (it adopts the step's
+    dict of fields); to users it must still be an ordinary frozen attrs value."""
+    c = LocalCluster(("a", "b", "c"), seed=3)
+    leader = c.elect()
+    old = c.nodes[leader]
+    new, actions = graft_core.step(old, Tick(old.heartbeat_deadline))
+    assert any(isinstance(a, Send) for a in actions)
+    assert new is not old and new.now == old.heartbeat_deadline
+    assert new.__dict__ is not old.__dict__
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        new.now = 0  # type: ignore[misc]
+    assert sorted(new.__dict__) == sorted(f.name for f in attrs.fields(NodeState))
+    rebuilt = attrs.evolve(new)
+    assert rebuilt == new and hash(rebuilt) == hash(new) and repr(rebuilt) == repr(new)
+    # The old state is untouched by the step.
+    assert old == attrs.evolve(new, now=old.now, heartbeat_deadline=old.heartbeat_deadline,
+                               read_seq=old.read_seq, beats=old.beats)
