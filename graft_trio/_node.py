@@ -9,9 +9,9 @@ the driver steps the core with it and carries out the actions:
 
 * ``Send`` goes to that peer's outgoing queue (bounded; a full queue drops
   the message -- Raft retries -- so a slow or dead peer never blocks others);
-* ``Persist`` goes to the persister task, which writes everything queued so
-  far as one group commit (one fsync) in a worker thread and then feeds back
-  ``PersistCompleted``;
+* ``Persist`` goes straight to the node's disk thread (``_disk.py``), which
+  writes everything queued so far as one group commit (one fsync) and then
+  feeds back ``PersistCompleted``;
 * ``Apply`` appends to the committed-entry list and wakes readers;
 * ``ProposalAccepted/Rejected`` resolve the waiting ``append()`` calls.
 
@@ -23,10 +23,11 @@ and stops when cancelled; a storage failure stops the node (fail-stop).
 
 from __future__ import annotations
 
+import bisect
+import collections
 import contextlib
 import logging
 import math
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -35,6 +36,7 @@ import attrs
 import trio
 
 from graft_core import (
+    AppendRequest,
     Apply,
     ChangeMembership,
     ChangeOp,
@@ -73,7 +75,7 @@ from graft_core import (
     step,
 )
 from graft_core._rand import stable_key
-from graft_trio import _network, _storage, _wire
+from graft_trio import _disk, _network, _storage, _wire
 
 log = logging.getLogger("graft_trio")
 _T = TypeVar("_T")
@@ -290,11 +292,13 @@ class Node:
         self._closed = False
         self._state: NodeState | None = None
         self._events_send, self._events_recv = trio.open_memory_channel[Event](math.inf)
-        self._persist_send, self._persist_recv = trio.open_memory_channel[Persist](math.inf)
         self._queues: dict[str, tuple[trio.MemorySendChannel[Message],
                                       trio.MemoryReceiveChannel[Message]]] = {}
-        #: Committed entries from index ``_first`` on (earlier ones were compacted).
-        self._committed: list[CommittedEntry] = []
+        #: Committed entries from index ``_first`` on (earlier ones were compacted),
+        #: as ``(term, data, noop)``: tuples of atoms, which the garbage collector
+        #: stops tracking -- a long log of objects would make every full
+        #: collection walk it. CommittedEntry objects are made as they are read.
+        self._committed: list[tuple[int, bytes, bool]] = []
         self._first = 1
         self._restored: SnapshotRestored | None = None
         self._committed_changed = trio.Event()
@@ -306,17 +310,18 @@ class Node:
         self._transfers: list[_PendingTransfer] = []
         self._role_changed = trio.Event()
         self._waiting: dict[int, _Pending] = {}
-        self._by_index: dict[int, list[_Pending]] = {}
-        self._writing = False
-        #: Set by the writer thread when a write returns (even after it was abandoned).
-        self._write_finished = threading.Event()
+        #: Appends waiting, by deadline (nearly always the order they came in).
+        self._deadlines: collections.deque[_Pending] = collections.deque()
+        #: Accepted appends by the index they wait for (a list when several do).
+        self._by_index: dict[int, _Pending | list[_Pending]] = {}
         #: peer -> the cancel scope of its accepted connection (the newest wins).
         self._links: dict[str, trio.CancelScope] = {}
         #: peer -> the cancel scope of our dialer to it (we dial larger ids).
         self._dialers: dict[str, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
-        #: Storage is not thread-safe: one disk operation at a time.
-        self._disk_lock = trio.Lock()
+        #: Does every storage operation, in order (storage is not thread-safe).
+        self._disk_io: _disk.DiskThread | _disk.InlineDisk | None = None
+        self._disk_failed = trio.Event()
         self._next_request = 0
         self._t0 = 0.0
         self._storage: _storage.Storage | None = None
@@ -356,14 +361,16 @@ class Node:
         recovered = storage.recovered()
         self._t0 = trio.current_time()
         self._state = start(self.config, self._now(), recovered.durable)
-        listener = await self._network.listen(self.address)
-        self._listen_port = listener.port
-        self._running = True
+        make_disk = _disk.DiskThread if self.options.disk_in_thread else _disk.InlineDisk
+        disk = self._disk_io = make_disk(storage, self._persisted, self._disk_failure)
         try:
+            listener = await self._network.listen(self.address)
+            self._listen_port = listener.port
+            self._running = True
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._serve, listener)
-                nursery.start_soon(self._persister)
+                nursery.start_soon(self._fail_stop)
                 self._sync_peers(self._state.membership)
                 task_status.started()
                 await self._drive()
@@ -371,25 +378,18 @@ class Node:
             self._running = False
             self._closed = True
             for pending in self._waiting.values():
-                pending.done.set()
+                pending.wake()
             self._committed_changed.set()
-            if self._writing and self.options.disk_in_thread:
-                # A write was in flight when we were cancelled; its thread was
-                # abandoned. Give it a bounded time to finish so the storage
-                # (and its directory lock) can be released for a restart; a
-                # hung disk still cannot hang shutdown.
+            # The disk thread drops what it has not started, finishes the write
+            # in progress and closes the storage (releasing the directory lock
+            # for a restart). A hung disk cannot hang shutdown: after a bounded
+            # wait the thread is left behind, with the storage open under it.
+            disk.stop()
+            if not disk.finished.is_set():
                 with trio.CancelScope(shield=True):
-                    finished = await trio.to_thread.run_sync(
-                        self._write_finished.wait, _CLOSE_WAIT, abandon_on_cancel=True
+                    await trio.to_thread.run_sync(
+                        disk.finished.wait, _CLOSE_WAIT, abandon_on_cancel=True
                     )
-                if finished:
-                    self._writing = False
-            if not self._writing:
-                if self.options.disk_in_thread:
-                    with trio.CancelScope(shield=True):
-                        await trio.to_thread.run_sync(storage.close)
-                else:
-                    storage.close()
 
     async def __aenter__(self) -> Node:
         self._nursery_manager = trio.open_nursery()
@@ -429,8 +429,11 @@ class Node:
         while True:
             assert self._state is not None
             deadline = self._t0 + self._state.next_deadline() / 1000
+            if self._deadlines:
+                self._expire()
+            wake_at = min(deadline, self._deadlines[0].deadline) if self._deadlines else deadline
             event: Event
-            with trio.move_on_at(deadline):
+            with trio.move_on_at(wake_at):
                 event = await self._events_recv.receive()
                 # Drain what is already queued before sleeping again. Runs of
                 # proposals are stepped as one ProposeMany: one append, one
@@ -448,7 +451,25 @@ class Node:
                         break
                 self._step_proposals(proposals)
                 continue
-            self._step(Tick(max(self._now(), self._state.now)))
+            if trio.current_time() >= deadline:
+                self._step(Tick(max(self._now(), self._state.now)))
+
+    def _expiring(self, p: _Pending) -> None:
+        q = self._deadlines
+        if not q or q[-1].deadline <= p.deadline:
+            q.append(p)
+        else:  # a shorter timeout than earlier appends': keep the order
+            q.insert(bisect.bisect(q, p.deadline, key=lambda x: x.deadline), p)
+
+    def _expire(self) -> None:
+        """Time out the appends whose deadline passed; forget those already answered."""
+        q = self._deadlines
+        now = trio.current_time()
+        while q and (q[0].woken or q[0].deadline <= now):
+            p = q.popleft()
+            if not p.woken:
+                p.timed_out = True
+                p.wake()
 
     def _step_proposals(self, proposals: list[Propose]) -> None:
         if len(proposals) == 1:
@@ -467,26 +488,39 @@ class Node:
                 else PersistCompleted(event.seq, now)
             )
         self._state, actions = step(self._state, event)
+        disk = self._disk_io
+        assert disk is not None
+        waiting = self._waiting
+        by_index = self._by_index
         for a in actions:
-            if isinstance(a, Send):
-                self._send(a.message)
-            elif isinstance(a, Persist):
-                self._persist_send.send_nowait(a)
-            elif isinstance(a, Apply):
-                self._apply(a)
-            elif isinstance(a, ProposalAccepted):
-                p = self._waiting.get(a.request_id)
+            # Most frequent first: one ProposalAccepted per entry proposed.
+            if type(a) is ProposalAccepted:
+                p = waiting.get(a.request_id)
                 if p is not None:
                     p.index, p.term = a.index, a.term
-                    if not self._check_applied(p):
-                        self._by_index.setdefault(a.index, []).append(p)
+                    if a.index > self._last_delivered or not self._check_applied(p):
+                        # (Rarely two appends wait on one index: the first one's
+                        # entry was replaced, or not, by another leader's.)
+                        earlier = by_index.get(a.index)
+                        if earlier is None:
+                            by_index[a.index] = p
+                        elif isinstance(earlier, list):
+                            earlier.append(p)
+                        else:
+                            by_index[a.index] = [earlier, p]
+            elif type(a) is Send:
+                self._send(a.message)
+            elif type(a) is Persist:
+                disk.persist(a)
+            elif type(a) is Apply:
+                self._apply(a)
             elif isinstance(a, ProposalRejected):
                 p = self._waiting.get(a.request_id)
                 if p is not None:
                     p.rejection = a.reason
                     p.detail = a.detail
                     p.leader_hint = a.leader_hint
-                    p.done.set()
+                    p.wake()
             elif isinstance(a, ReadReady | ReadRejected):
                 r = self._reads.get(a.request_id)
                 if r is not None:
@@ -543,17 +577,23 @@ class Node:
         storage = self._storage
         assert storage is not None
         m = a.message
-        async with self._disk_lock:
-            chunk = await self._disk(storage.read_snapshot, m.meta.index, m.offset, a.max_bytes)
-            size = storage.snapshot_size()
+
+        def read_chunk() -> tuple[bytes | None, int]:
+            chunk = storage.read_snapshot(m.meta.index, m.offset, a.max_bytes)
+            return chunk, storage.snapshot_size()
+
+        chunk, size = await self._disk(read_chunk)
         if chunk is None:
             return  # replaced by a newer snapshot: the leader will start over
         self._send(attrs.evolve(m, data=chunk, done=m.offset + len(chunk) >= size))
 
     async def _disk(self, fn: Callable[..., _T], *args: object) -> _T:
-        if self.options.disk_in_thread:
-            return await trio.to_thread.run_sync(fn, *args)
-        return fn(*args)
+        disk = self._disk_io
+        assert disk is not None
+        try:
+            return await disk.call(fn, *args)
+        except _disk.DiskClosed:
+            raise NotStarted(f"node {self.node_id!r} stopped") from self._failure
 
     def _sync_peers(self, membership: Membership) -> None:
         """Connect to the members of ``membership``; drop everyone else (thesis §4)."""
@@ -594,70 +634,63 @@ class Node:
             queue[0].send_nowait(m)
 
     def _apply(self, a: Apply) -> None:
-        for k, e in enumerate(a.entries):
-            index = a.first_index + k
-            if index <= self._last_delivered:
-                continue  # re-applied after a restart of the core: already known
-            entry = CommittedEntry(index, e.term, e.data, e.kind is not EntryKind.NORMAL)
-            self._committed.append(entry)
-            if not entry.noop:
-                for start_index, cb, _ in self._callbacks:
-                    if index >= start_index:
+        entries = a.entries
+        skip = self._last_delivered + 1 - a.first_index
+        if skip > 0:  # re-applied after a restart of the core: already known
+            entries = entries[skip:]
+        first = max(a.first_index, self._last_delivered + 1)
+        normal = EntryKind.NORMAL
+        committed = self._committed
+        callbacks = self._callbacks
+        if not callbacks:
+            committed.extend([(e.term, e.data, e.kind is not normal) for e in entries])
+        for k, e in enumerate(entries if callbacks else ()):
+            committed.append((e.term, e.data, e.kind is not normal))
+            if e.kind is normal:
+                entry = CommittedEntry(first + k, e.term, e.data)
+                for start_index, cb, _ in callbacks:
+                    if entry.index >= start_index:
                         cb(entry)
         changed, self._committed_changed = self._committed_changed, trio.Event()
         changed.set()
         # Wake the appends waiting on these indexes (indexed: O(entries), not O(waiters)).
-        for k in range(len(a.entries)):
-            for p in self._by_index.pop(a.first_index + k, ()):
-                self._check_applied(p)
+        by_index = self._by_index
+        if by_index:
+            for index in range(a.first_index, a.first_index + len(a.entries)):
+                waiting = by_index.pop(index, None)
+                if isinstance(waiting, _Pending):
+                    self._check_applied(waiting)
+                elif waiting is not None:
+                    for p in waiting:
+                        self._check_applied(p)
 
     def _check_applied(self, p: _Pending) -> bool:
         if p.index and self._last_delivered >= p.index:
             if p.index >= self._first:
-                p.committed_term = self._committed[p.index - self._first].term
+                p.committed_term = self._committed[p.index - self._first][0]
             else:
                 # Compacted already, so committed -- and an entry at that index
                 # in the leader's term can only be the one it accepted (§5.3).
                 p.committed_term = p.term
-            p.done.set()
+            p.wake()
             return True
         return False
 
-    async def _persister(self) -> None:
-        storage = self._storage
-        assert storage is not None
-        while True:
-            batch = [await self._persist_recv.receive()]
-            while True:
-                try:
-                    batch.append(self._persist_recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            # Group commit: one fsync for everything queued (thesis §10.2.1
-            # lets the leader's write overlap its AppendEntries).
-            # A hung disk must not hang shutdown: the thread may be abandoned
-            # (and the storage is then left open rather than closed under it).
-            self._writing = True
-            self._write_finished.clear()
+    def _persisted(self, seq: int) -> None:
+        # Called by the disk (in the trio thread) when Persist ``seq`` and every
+        # earlier one are durable.
+        self._events_send.send_nowait(PersistCompleted(seq))
 
-            def write(batch: list[Persist] = batch) -> None:
-                try:
-                    storage.write(batch)
-                finally:
-                    self._write_finished.set()
+    def _disk_failure(self, e: BaseException) -> None:
+        self._failure = e
+        log.error("%s: stopping: %s", self.node_id, e)
+        self._disk_failed.set()
 
-            try:
-                async with self._disk_lock:
-                    if self.options.disk_in_thread:
-                        await trio.to_thread.run_sync(write, abandon_on_cancel=True)
-                    else:
-                        write()
-            except _storage.StorageError as e:
-                self._failure = e
-                log.error("%s: stopping: %s", self.node_id, e)
-                raise
-            self._writing = False
-            self._events_send.send_nowait(PersistCompleted(batch[-1].seq))
+    async def _fail_stop(self) -> None:
+        """End the node with the disk's first error (storage Rule 5: fail-stop)."""
+        await self._disk_failed.wait()
+        assert self._failure is not None
+        raise self._failure
 
     # ------------------------------------------------------------------ transport
 
@@ -794,13 +827,24 @@ class Node:
         queue = queues[1]
         while True:
             batch = [await queue.receive()]
-            while len(batch) < 4096:
-                try:
-                    batch.append(queue.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            self._drain(queue, batch)
+            if all(type(m) is AppendRequest and not m.entries for m in batch):
+                # Only news of the commit index: nobody waits for it, and the
+                # appends it committed were woken in this same pass of the
+                # scheduler. Let them run first (a send to a peer costs more
+                # than the rest of a write's hop), and take what else comes.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                self._drain(queue, batch)
             for frame in _wire.encode_batches(batch, max_frame=self.options.max_frame_bytes):
                 await stream.send_all(frame)
+
+    @staticmethod
+    def _drain(queue: trio.MemoryReceiveChannel[Message], batch: list[Message]) -> None:
+        while len(batch) < 4096:
+            try:
+                batch.append(queue.receive_nowait())
+            except trio.WouldBlock:
+                break
 
     # ------------------------------------------------------------------ the API
 
@@ -829,40 +873,46 @@ class Node:
                 f"{len(data)} bytes > max_payload_bytes ({self.options.max_payload_bytes})"
             )
         timeout = self.options.append_timeout if timeout is None else timeout
-        pending = _Pending()
-        with trio.move_on_after(timeout):
-            while True:
-                self._next_request += 1
-                rid = self._next_request
-                pending = _Pending()
-                self._waiting[rid] = pending
-                try:
-                    self._events_send.send_nowait(Propose(rid, data))
-                    await pending.done.wait()
-                finally:
-                    del self._waiting[rid]
-                if not self._running:
-                    if pending.rejection is not None:
-                        raise NotStarted(f"node {self.node_id!r} stopped")
-                    # It was proposed; it may still commit through the others.
-                    raise CommitTimeout(
-                        f"node {self.node_id!r} stopped while the entry was pending; "
-                        "it may still commit"
-                    ) from self._failure
-                if pending.rejection in (RejectReason.NO_LEADER, RejectReason.NOT_LEADER):
-                    # An election is under way: try again until the timeout.
-                    await trio.sleep(self.options.heartbeat_interval)
-                    continue
+        # The timeout is kept by the driver (``_expire``), not by a cancel scope
+        # per call: with thousands of appends in flight, trio's per-scope
+        # deadline bookkeeping was a sixth of the leader's CPU.
+        deadline = trio.current_time() + timeout
+        while True:
+            self._next_request += 1
+            rid = self._next_request
+            pending = _Pending(deadline)
+            self._waiting[rid] = pending
+            self._expiring(pending)
+            try:
+                self._events_send.send_nowait(Propose(rid, data))
+                await pending.wait()
+            finally:
+                del self._waiting[rid]
+            if not self._running:
                 if pending.rejection is not None:
-                    raise Rejected(pending.rejection.value)
-                if pending.committed_term == pending.term:
-                    return AppendResult(pending.index, pending.term)
+                    raise NotStarted(f"node {self.node_id!r} stopped")
+                # It was proposed; it may still commit through the others.
                 raise CommitTimeout(
-                    f"entry {pending.index} was replaced by another leader's entry; "
-                    "it was not committed"
-                )
-        if pending.rejection in (RejectReason.NO_LEADER, RejectReason.NOT_LEADER):
-            raise NoLeader(f"no leader accepted the entry within {timeout}s")
+                    f"node {self.node_id!r} stopped while the entry was pending; "
+                    "it may still commit"
+                ) from self._failure
+            if pending.rejection in (RejectReason.NO_LEADER, RejectReason.NOT_LEADER):
+                # An election is under way: try again until the timeout.
+                with trio.move_on_at(deadline):
+                    await trio.sleep(self.options.heartbeat_interval)
+                if trio.current_time() < deadline:
+                    continue
+                raise NoLeader(f"no leader accepted the entry within {timeout}s")
+            if pending.timed_out:
+                break
+            if pending.rejection is not None:
+                raise Rejected(pending.rejection.value)
+            if pending.committed_term == pending.term:
+                return AppendResult(pending.index, pending.term)
+            raise CommitTimeout(
+                f"entry {pending.index} was replaced by another leader's entry; "
+                "it was not committed"
+            )
         where = f"entry {pending.index} (term {pending.term})" if pending.index else "the entry"
         raise CommitTimeout(f"{where} not seen committed within {timeout}s; it may still commit")
 
@@ -884,7 +934,10 @@ class Node:
                 "with read_snapshot() and continue from the entry after its index",
                 self._first - 1,
             )
-        return self._committed[from_index - self._first :]
+        first = self._first
+        return [CommittedEntry(first + k, term, data, noop)
+                for k, (term, data, noop) in enumerate(self._committed[from_index - first :],
+                                                       from_index - first)]
 
     async def subscribe(
         self, from_index: int = 1
@@ -906,10 +959,10 @@ class Node:
                 yield marker
                 continue
             while i <= self._last_delivered:
-                entry = self._committed[i - self._first]
+                term, data, noop = self._committed[i - self._first]
                 i += 1
-                if not entry.noop:
-                    yield entry
+                if not noop:
+                    yield CommittedEntry(i - 1, term, data)
                 if i < self._first:
                     break  # a snapshot replaced the entries meanwhile
             if self._closed:
@@ -939,9 +992,9 @@ class Node:
         if from_index < self._first and on_snapshot is not None:
             on_snapshot(self._restored or SnapshotRestored(self._first - 1, 0))
         start_index = max(from_index, self._first)
-        for entry in self._committed[start_index - self._first :]:
-            if not entry.noop:
-                callback(entry)
+        for k, (term, data, noop) in enumerate(self._committed[start_index - self._first :]):
+            if not noop:
+                callback(CommittedEntry(start_index + k, term, data))
         self._callbacks.append((max(start_index, self._last_delivered + 1), callback, on_snapshot))
 
     def on_membership(self, callback: Callable[[Membership], None]) -> None:
@@ -991,8 +1044,7 @@ class Node:
             raise ValueError(str(e)) from None
         if state.snapshot is not None and index <= state.snapshot.index:
             raise ValueError(f"a snapshot at {state.snapshot.index} already covers {index}")
-        async with self._disk_lock:
-            await self._disk(storage.save_snapshot, meta, [data])
+        await self._disk(storage.save_snapshot, meta, [data])
         self._events_send.send_nowait(SnapshotSaved(index))
         # The driver steps it next; return once it has, so status() shows it.
         while self._running and self._snapshot_index() < index:
@@ -1020,16 +1072,14 @@ class Node:
         self._check_running()
         storage = self._storage
         assert storage is not None
-        async with self._disk_lock:
+
+        def read_all() -> tuple[SnapshotMeta, bytes] | None:
             meta = storage.snapshot_meta()
             if meta is None:
                 return None
+            return meta, b"".join(storage.iter_snapshot(1 << 20))
 
-            def read_all() -> bytes:
-                return b"".join(storage.iter_snapshot(1 << 20))
-
-            data = await self._disk(read_all)
-        return meta, data
+        return await self._disk(read_all)
 
     # ------------------------------------------------------------------ reads
 
@@ -1150,7 +1200,7 @@ class Node:
         try:
             self._events_send.send_nowait(ChangeMembership(rid, tuple(ops)))
             with trio.move_on_after(timeout):
-                await pending.done.wait()
+                await pending.wait()
                 if pending.rejection in (RejectReason.NOT_LEADER, RejectReason.NO_LEADER):
                     raise NotLeader(
                         f"{self.node_id!r} is not the leader: {pending.detail}",
@@ -1180,15 +1230,56 @@ def _format_address(address: Address) -> str:
     return f"{host}:{port}"
 
 
-@attrs.define
 class _Pending:
-    done: trio.Event = attrs.field(factory=trio.Event)
-    index: int = 0
-    term: int = 0
-    committed_term: int = 0
-    rejection: RejectReason | None = None
-    detail: str = ""
-    leader_hint: str | None = None
+    """One proposal waiting for its outcome; the driver fills it in and wakes it.
+
+    A one-shot wake-up by hand (the waiting task is rescheduled directly)
+    rather than a ``trio.Event``: there is one of these per write in flight,
+    and an Event (with its parking lot) costs several objects more.
+    """
+
+    __slots__ = (
+        "committed_term",
+        "deadline",
+        "detail",
+        "index",
+        "leader_hint",
+        "rejection",
+        "task",
+        "term",
+        "timed_out",
+        "woken",
+    )
+
+    def __init__(self, deadline: float = math.inf) -> None:
+        self.task: trio.lowlevel.Task | None = None
+        self.woken = False
+        #: When the driver gives up on it (sets ``timed_out`` and wakes it).
+        self.deadline = deadline
+        self.timed_out = False
+        self.index = 0
+        self.term = 0
+        self.committed_term = 0
+        self.rejection: RejectReason | None = None
+        self.detail = ""
+        self.leader_hint: str | None = None
+
+    def wake(self) -> None:
+        self.woken = True
+        task, self.task = self.task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        if self.woken:
+            await trio.lowlevel.checkpoint()
+            return
+        self.task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 @attrs.define
