@@ -62,6 +62,8 @@ from typing import Any
 import attrs
 import trio
 from bench_trio import (
+    FOLLOWER_ELECTION_TIMEOUT,
+    LEADER_ELECTION_TIMEOUT,
     PAYLOAD,
     PROBE,
     Load,
@@ -340,6 +342,7 @@ def measure_system(name: str, argvs: list[list[str]], sizes: Sizes,
         start_term = cluster.ask(leader, {"cmd": "status"})["term"]
         cluster.ask(leader, {"cmd": "seq", "count": 20})  # warm up
         runs: dict[str, list[float]] = {"latency_p50": [], "latency_p99": []}
+        samples: list[float] = []  # every sequential write's latency, all repeats
         errors: dict[str, int] = {}
 
         def count_errors(reply: dict[str, Any]) -> None:
@@ -349,6 +352,7 @@ def measure_system(name: str, argvs: list[list[str]], sizes: Sizes,
         for _ in range(sizes.repeats):
             seq = cluster.ask(leader, {"cmd": "seq", "count": sizes.sequential})
             count_errors(seq)
+            samples.extend(seq["latencies"])
             if seq["latencies"]:
                 runs["latency_p50"].append(percentile(seq["latencies"], 0.5))
                 runs["latency_p99"].append(percentile(seq["latencies"], 0.99))
@@ -379,6 +383,8 @@ def measure_system(name: str, argvs: list[list[str]], sizes: Sizes,
         "leader_term": {"start": start_term, "end": end_term},
         "latency_p50": summary(runs["latency_p50"]) if runs["latency_p50"] else None,
         "latency_p99": summary(runs["latency_p99"]) if runs["latency_p99"] else None,
+        # Seconds, in the order measured (notebooks/04_performance draws the CDF).
+        "latency_samples": samples,
         "throughput": {str(i): summary(runs[f"rate_{i}"]) for i in sizes.inflight},
         "in_flight_latency_p50": {str(i): summary(runs[f"in_flight_p50_{i}"])
                                   for i in sizes.inflight if runs.get(f"in_flight_p50_{i}")},
@@ -416,7 +422,8 @@ def measure(sizes: Sizes, root: Path, log: Callable[[str], None]) -> dict[str, A
             "inflight": list(sizes.inflight),
             "seconds_per_throughput_run": sizes.seconds,
             "graft": "graft_trio Node, fsync on, default Options except timeouts "
-                     "(heartbeat 50 ms, election 0.3 s on n0 and 1 s on the others)",
+                     f"(heartbeat 50 ms, election {LEADER_ELECTION_TIMEOUT:g} s on n0 and "
+                     f"{FOLLOWER_ELECTION_TIMEOUT:g} s on the others)",
             "pysyncobj": {"version": pysyncobj_version(), "settings": PYSYNCOBJ_SETTINGS,
                           "persistence": PYSYNCOBJ_PERSISTENCE},
             "load": "driven inside the leader's process; its CPU counts with the leader's",
