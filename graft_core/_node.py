@@ -642,13 +642,25 @@ class _Step:
             # Raft §5.1: adopt the newer term; the vote is for that term only.
             self.set_hard(HardState(term, None))
         redraw = self.role is not FOLLOWER or term != self.old.hard.term
+        was_leader = self.role is LEADER
         self.leader_id = leader
         self.leave_leadership()
         self.role = FOLLOWER
         if leader is not None:
             self.leader_contact = self.now
         self.votes_granted = self.votes_rejected = _EMPTY
-        self.reset_election_timer(redraw)
+        if was_leader or leader is not None:
+            self.reset_election_timer(redraw)
+        elif redraw:
+            # Raft Figure 2: only AppendEntries from the current leader or a
+            # granted vote put an election off. Learning of a newer term from
+            # a candidate -- one we may refuse -- keeps our timer running (as
+            # LogCabin does); resetting it would let servers that cannot win
+            # (§5.4.1) delay the ones that can, one timeout per attempt (the
+            # Figure 16 reproduction in notebooks/ measures the difference).
+            # The new term still gets its own randomized timeout for next time.
+            self.election_timeout = _draw_timeout(self.config, self.hard.term, self.timeout_draws)
+            self.timeout_draws += 1
 
     def may_campaign(self) -> bool:
         me = self.config.node_id

@@ -11,6 +11,9 @@
   ``python -m graft_sim`` runs seeds of it.
 * :func:`check_history` is the linearizability checker on its own.
 * :class:`LocalCluster` is a hand-driven in-memory cluster for tests and demos.
+* :func:`failover_trial` times a leader's replacement after a crash, the
+  Raft paper's Figure 16 experiment (:class:`FailoverSetup`,
+  :data:`FIGURE_16_TOP`, :data:`FIGURE_16_BOTTOM`).
 * Hypothesis strategies -- :func:`sim_options`, :func:`fault_schedules`,
   :func:`fault_mixes`, :func:`workloads` -- to property-test a state machine
   on top of graft; Hypothesis shrinks a failing run to a minimal schedule whose
@@ -21,6 +24,14 @@
 from typing import Any
 
 from graft_sim._checker import InvariantViolation
+from graft_sim._failover import (
+    FIGURE_16_BOTTOM,
+    FIGURE_16_TOP,
+    FailoverResult,
+    FailoverSetup,
+    failover_trial,
+    failover_trials,
+)
 from graft_sim._faults import Fault, FaultMix
 from graft_sim._linearizability import CheckResult, Operation, Verdict, check_history
 from graft_sim._local import LocalCluster, Storage
@@ -52,7 +63,13 @@ __all__ = [
     "fault_schedules",
     "sim_options",
     "workloads",
+    "FIGURE_16_BOTTOM",
+    "FIGURE_16_TOP",
     "READ_MODES",
+    "FailoverResult",
+    "FailoverSetup",
+    "failover_trial",
+    "failover_trials",
     "CheckResult",
     "Fault",
     "Features",

@@ -375,6 +375,40 @@ def test_communication_postpones_the_election(kind: str) -> None:
     assert state.term == term + 1
 
 
+@pytest.mark.parametrize("role", ["follower", "candidate"])
+def test_a_refused_candidate_does_not_postpone_the_election(role: str) -> None:
+    """Figure 2: only "AppendEntries RPC from current leader or granting vote to
+    candidate" resets the election timer. A newer term from a candidate whose log
+    is behind ours (§5.4.1, refused) makes us adopt the term but not wait longer:
+    otherwise servers that can never win would hold back the ones that can (the
+    Figure 16 reproduction in notebooks/ measured it)."""
+    cfg = make_config(election_timeout=1000, election_timeout_max=2000)
+    state = new_node(cfg, term=2, terms=(1, 2))
+    if role == "candidate":
+        state = time_out(state)
+        assert state.role is Role.CANDIDATE
+    deadline = state.election_deadline
+    state, actions = feed(state, Tick(deadline - 10))
+    # "b" stands in a newer term with a log that ends in term 1: refused.
+    state, actions = recv(state, VoteRequest(state.term + 5, "b", "a", 1, 1))
+    assert state.role is Role.FOLLOWER and state.term == state.hard.term
+    assert [m.granted for m in sent_of(actions, VoteResponse)] == [False]
+    assert state.election_deadline == deadline
+    state, actions = feed(state, Tick(deadline))
+    assert state.role is Role.CANDIDATE  # on time, as if "b" had never asked
+
+
+def test_a_deposed_leader_waits_a_full_timeout_before_standing() -> None:
+    """A leader that learns of a newer term becomes a follower with a fresh timer:
+    as leader it kept no election deadline of its own (Raft §5.2)."""
+    cfg = make_config(election_timeout=1000, election_timeout_max=2000)
+    state = make_leader(new_node(cfg, term=2, terms=(1, 2)))
+    state, _ = feed(state, Tick(state.now + 50))
+    state, _ = recv(state, VoteRequest(9, "b", "a", 1, 1))
+    assert state.role is Role.FOLLOWER and state.term == 9
+    assert state.election_deadline - state.now >= 1000
+
+
 def test_pre_vote_runs_before_the_election_without_changing_the_term() -> None:
     """Thesis §9.6 (the pre-vote extension of Raft §5.2): on timeout a node first asks
     whether it could win, as a pre-candidate, without incrementing its term or
