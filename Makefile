@@ -2,14 +2,15 @@
 #   make test   -- create .venv, install graft with its test extras, ruff, mypy --strict, pytest
 #   make demo   -- run the main demonstration
 # Also: make bench (core, simulator and TCP benchmarks, then graft against PySyncObj and the
-# floor), make fuzz SEEDS=N (long simulator sweep), make demo-core (the in-memory core demo).
+# floor), make fuzz SEEDS=N (long simulator sweep), make demo-core (the in-memory core demo),
+# make notebooks (execute notebooks/*.ipynb with full parameters and save their outputs).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: test demo demo-core bench fuzz lint typecheck clean
+.PHONY: test demo demo-core bench fuzz lint typecheck clean notebooks
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +21,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check graft_core graft_trio graft_sim tests benchmarks examples
+	$(BIN)/ruff check graft_core graft_trio graft_sim tests benchmarks examples notebooks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict graft_core graft_trio graft_sim tests examples benchmarks
+	$(BIN)/mypy --strict graft_core graft_trio graft_sim tests examples benchmarks notebooks
 
 test: lint typecheck
 	$(BIN)/python -m pytest
@@ -45,6 +46,11 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_sim.py
 	$(BIN)/python benchmarks/bench_trio.py
 	$(BIN)/python benchmarks/bench_compare.py --json $(JSON)
+
+# The notebooks with full parameters (1,000 Figure 16 trials per line: a few minutes),
+# outputs saved into the files; make test runs them with small parameters.
+notebooks: $(STAMP)
+	$(BIN)/python notebooks/execute.py
 
 # A long simulator sweep: make fuzz SEEDS=10000 [PROCESSES=2] [FIRST=0]
 SEEDS ?= 2000

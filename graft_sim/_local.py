@@ -277,12 +277,24 @@ class LocalCluster:
                 self.step(nid, Tick(self.now))
 
     def next_deadline(self) -> int:
-        return min(self.nodes[nid].next_deadline() for nid in self.ids if nid not in self.down)
+        """The earliest deadline of a live node.
+
+        Raises:
+            RuntimeError: every node is down, so nothing is due, ever.
+        """
+        live = [self.nodes[nid].next_deadline() for nid in self.ids if nid not in self.down]
+        if not live:
+            raise RuntimeError("every node is down: no deadline")
+        return min(live)
 
     def run(self, until: int) -> None:
         """Deliver messages with zero latency and jump from deadline to deadline until ``until``."""
         self.deliver_all()
         while True:
+            if self.down.issuperset(self.ids):
+                # Every node is down: time passes and nothing happens.
+                self.now = max(self.now, until)
+                return
             t = self.next_deadline()
             if t > until:
                 self.now = max(self.now, until)

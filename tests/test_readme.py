@@ -67,3 +67,22 @@ def test_readme_trio_example_runs(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "committed at" in out.stdout
     assert "[b'bar']" in out.stdout
+
+
+def _github_slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to '-'."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_readme_links_point_at_files_and_headings_that_exist() -> None:
+    """The front door's links (notebooks, examples, sections) all lead somewhere."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", README)
+    anchors = {_github_slug(h) for h in re.findall(r"^#+ (.*)$", README, flags=re.M)}
+    files = [t for t in targets if not t.startswith(("http://", "https://", "#"))]
+    assert any(t.endswith(".ipynb") for t in files)
+    for target in files:
+        assert (ROOT / target.split("#")[0]).exists(), target
+    for target in targets:
+        if target.startswith("#"):
+            assert target[1:] in anchors, target

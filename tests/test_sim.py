@@ -202,3 +202,20 @@ def test_replay_command_of_an_explicit_schedule_runs_the_same_run() -> None:
     assert expected.trace_hash in out.stdout
     cli = "python -m graft_sim --seed 9 --nodes 5 --duration 10000"
     assert SimOptions(seed=9).command_line() == cli
+
+
+def test_local_cluster_with_every_node_down_lets_time_pass() -> None:
+    """No live node, no deadline: run() only moves the clock; restarts resume the cluster."""
+    from graft_sim import LocalCluster
+
+    c = LocalCluster(("a", "b", "c"))
+    c.elect()
+    for n in c.ids:
+        c.crash(n)
+    with pytest.raises(RuntimeError, match="every node is down"):
+        c.next_deadline()
+    c.run(c.now + 5_000)
+    assert c.now >= 5_000 and c.leader() is None
+    for n in c.ids:
+        c.restart(n)
+    assert c.elect() in c.ids
