@@ -55,6 +55,7 @@ class AsyncioNode:
         self.applied: list[bytes] = []
         self.proposed: dict[int, asyncio.Future[int]] = {}  # request id -> committed index
         self.accepted: dict[int, tuple[int, int]] = {}  # index -> (term, request id)
+        self.requests = 0
         self.state = start(config, self.now(), self.recover())
 
     def now(self) -> int:
@@ -126,30 +127,45 @@ class AsyncioNode:
                             else:
                                 future.set_exception(RuntimeError("lost to a new leader"))
 
-    async def append(self, request_id: int, data: bytes) -> int:
-        """Propose at this node (a follower forwards); the log index once applied here."""
-        self.proposed[request_id] = asyncio.get_running_loop().create_future()
-        self.inbox.put_nowait(Propose(request_id, data))
-        return await self.proposed[request_id]
+    async def append(self, data: bytes, timeout: float = 5.0) -> int:
+        """Propose at this node (a follower forwards); the log index once applied here.
+
+        A refused or overwritten proposal was never committed, so it is tried
+        again. Raises TimeoutError after ``timeout`` s: the outcome is then
+        unknown (say, it was forwarded to a leader that crashed).
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                self.requests += 1
+                rid = self.requests
+                self.proposed[rid] = asyncio.get_running_loop().create_future()
+                self.inbox.put_nowait(Propose(rid, data))
+                try:
+                    return await self.proposed[rid]
+                except RuntimeError:
+                    await asyncio.sleep(0.05)  # no leader yet, or a new one: again
+                finally:
+                    self.proposed.pop(rid, None)
 
 
 async def demo(directory: Path) -> dict[str, list[bytes]]:
     ids = ("a", "b", "c")
     cluster: dict[str, AsyncioNode] = {}
-    config = {n: Config(n, ids, seed=k, heartbeat_interval=20, election_timeout=150)
+    config = {n: Config(n, ids, seed=k, heartbeat_interval=50, election_timeout=500)
               for k, n in enumerate(ids)}
     cluster.update({n: AsyncioNode(config[n], directory, cluster) for n in ids})
     tasks = {n: asyncio.create_task(cluster[n].run()) for n in ids}
     while not any(node.state.role is Role.LEADER for node in cluster.values()):
         await asyncio.sleep(0.01)
     for k in range(5):
-        await cluster[ids[k % 3]].append(k + 1, f"x={k}".encode())
-    # Kill "c" (its memory is gone), append without it, restart it from its file.
-    cluster.pop("c").inbox.put_nowait(None)
-    await tasks.pop("c")
-    await cluster["a"].append(6, b"while c was down")
-    cluster["c"] = AsyncioNode(config["c"], directory, cluster)
-    tasks["c"] = asyncio.create_task(cluster["c"].run())
+        await cluster[ids[k % 3]].append(f"x={k}".encode())
+    # Kill a follower (its memory is gone), append without it, restart it from its file.
+    victim = next(n for n in ids if cluster[n].state.role is not Role.LEADER)
+    cluster.pop(victim).inbox.put_nowait(None)
+    await tasks.pop(victim)
+    await next(iter(cluster.values())).append(f"while {victim} was down".encode())
+    cluster[victim] = AsyncioNode(config[victim], directory, cluster)
+    tasks[victim] = asyncio.create_task(cluster[victim].run())
     last = max(node.state.commit_index for node in cluster.values())
     while any(node.state.applied_index < last for node in cluster.values()):
         await asyncio.sleep(0.01)

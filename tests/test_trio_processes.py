@@ -48,7 +48,7 @@ async def test_sigkill_leader_mid_write_loses_nothing_and_stays_linearizable(
                 call = now_us()
                 try:
                     answer = await request(("127.0.0.1", cluster.client[node]), req, timeout=3)
-                except (OSError, ConnectionError, trio.TooSlowError):
+                except (OSError, ConnectionError, trio.TooSlowError, trio.BrokenResourceError):
                     answer = {"ok": False, "error": "connection"}
                 ret = now_us()
                 # NoLeader and Rejected mean "not appended"; anything else that
