@@ -501,6 +501,30 @@ def test_any_flipped_byte_in_a_record_followed_by_valid_ones_is_corruption(
     assert recovered(tmp_path) == model_of(HISTORY).durable()
 
 
+def test_a_flipped_byte_anywhere_but_the_last_record_is_corruption(tmp_path: Path) -> None:
+    """Rule 4 over the whole log: the only damage recovery may cut off silently is
+    in the very last record (indistinguishable from a torn write, and never
+    followed by anything); everywhere else it refuses, naming file and offset."""
+    write_each(tmp_path, HISTORY, metadata=META)
+    seg = tmp_path / SEG0
+    original = seg.read_bytes()
+    last_off = frames(seg)[-1][0]
+    starts = [off for off, _, _ in frames(seg)]
+    for i in range(len(original)):
+        damaged = bytearray(original)
+        damaged[i] ^= 0x5A
+        seg.write_bytes(bytes(damaged))
+        if i >= last_off:
+            # The last COMMIT: the last Persist was torn, the rest is whole.
+            assert recovered(tmp_path, metadata=META) == model_of(HISTORY[:-1]).durable(), i
+            continue
+        with pytest.raises(StorageCorruption) as info:
+            Storage.open(tmp_path, fsync=False, metadata=META)
+        assert info.value.path == seg and info.value.offset in starts, i
+        assert info.value.offset <= i, i  # the damaged record or (length damage) its start
+        assert seg.read_bytes() == bytes(damaged), i
+
+
 def _tail(records: bytes) -> Callable[[Path], None]:
     def append(seg: Path) -> None:
         with open(seg, "ab") as f:
