@@ -14,9 +14,12 @@ Run a server per node and talk to any of them::
         --peer b=127.0.0.1:7002 --peer c=127.0.0.1:7003 --data /var/lib/graft/a
     python -m graft_trio.kv put --server 127.0.0.1:8001 greeting hello
     python -m graft_trio.kv get --server 127.0.0.1:8002 greeting
+    python -m graft_trio.kv cas --server 127.0.0.1:8003 greeting hi --expected hello
 
 Client protocol: one JSON object per line over TCP, one JSON answer per line:
 ``{"op": "put", "key": k, "value": v}``, ``{"op": "get", "key": k}``,
+``{"op": "cas", "key": k, "expected": e, "value": v}`` (answers ``"swapped"``:
+whether the key held ``e`` -- ``null`` for an absent key -- and now holds ``v``),
 ``{"op": "status"}``, ``{"op": "dump"}`` (every applied key and the applied
 index), and at the leader ``{"op": "add_learner", "id": i, "address": "h:p"}``,
 ``{"op": "add_voter", "id": i}``, ``{"op": "remove", "id": i}``,
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,21 +51,46 @@ log = logging.getLogger("graft_trio.kv")
 MAX_LINE = 1 << 20
 
 
+class OutcomeUnknown(Exception):
+    """A cas committed, but its verdict was not observed here: it may or may not have swapped."""
+
+
 class KVStateMachine:
-    """The state machine: applies committed entries in order."""
+    """The state machine: applies committed entries in order.
+
+    A put entry is ``{"key": k, "value": v}``; a compare-and-set entry is
+    ``{"op": "cas", "key": k, "expected": e, "value": v, "token": t}``. The
+    comparison happens here, at apply, not when the cas is proposed: every
+    node applies the same entries in the same order, so every node reaches
+    the same verdict (Raft §5.3, state machine safety), and a cas is atomic
+    with respect to every other write without any lock.
+    """
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
         self.applied = 0
 
-    def apply(self, entry: CommittedEntry) -> None:
+    def apply(self, entry: CommittedEntry) -> tuple[str, bool] | None:
+        """Apply one committed entry.
+
+        Returns:
+            For a cas entry, its token and whether it swapped; otherwise ``None``.
+        """
         self.applied = entry.index
         try:
             doc = json.loads(entry.data)
         except ValueError:
-            return  # not ours: the log is an ordered list of strings, any may appear
-        if isinstance(doc, dict) and "key" in doc:
-            self.data[str(doc["key"])] = doc.get("value")
+            return None  # not ours: the log is an ordered list of strings, any may appear
+        if not isinstance(doc, dict) or "key" not in doc:
+            return None
+        key = str(doc["key"])
+        if doc.get("op") == "cas":
+            swapped = self.data.get(key) == doc.get("expected")
+            if swapped:
+                self.data[key] = doc.get("value")
+            return str(doc.get("token")), swapped
+        self.data[key] = doc.get("value")
+        return None
 
     def snapshot(self) -> bytes:
         return json.dumps({"applied": self.applied, "data": self.data}, sort_keys=True).encode()
@@ -94,13 +123,20 @@ class KVServer:
         self._restored = trio.Event()
         self._buffered: list[CommittedEntry] = []
         self._nursery: trio.Nursery | None = None
+        # cas tokens proposed here -> whether the cas swapped (None until applied).
+        self._cas_outcomes: dict[str, bool | None] = {}
         node.on_commit(self._on_entry, on_snapshot=self._on_snapshot)
+
+    def _apply(self, entry: CommittedEntry) -> None:
+        outcome = self.sm.apply(entry)
+        if outcome is not None and outcome[0] in self._cas_outcomes:
+            self._cas_outcomes[outcome[0]] = outcome[1]
 
     def _on_entry(self, entry: CommittedEntry) -> None:
         if self._restoring:
             self._buffered.append(entry)
             return
-        self.sm.apply(entry)
+        self._apply(entry)
         if (
             self.sm.applied - self._snapshot_at >= self.snapshot_every
             and not self._snapshotting
@@ -126,7 +162,7 @@ class KVServer:
                 self._snapshot_at = meta.index
         for entry in self._buffered:
             if entry.index > self.sm.applied:
-                self.sm.apply(entry)
+                self._apply(entry)
         self._buffered.clear()
         self._restoring = False
         self._restored.set()
@@ -144,6 +180,32 @@ class KVServer:
     async def put(self, key: str, value: Any) -> int:
         r = await self.node.append(json.dumps({"key": key, "value": value}).encode())
         return r.index
+
+    async def cas(self, key: str, expected: Any, value: Any) -> bool:
+        """Set ``key`` to ``value`` iff it holds ``expected``; return whether it did.
+
+        Raises:
+            OutcomeUnknown: the entry committed but this node restored a
+                snapshot covering it instead of applying it, so the verdict
+                was never computed here.
+            NodeError: as :meth:`Node.append`.
+        """
+        # The token finds our entry's verdict among everyone's applied cas entries.
+        token = secrets.token_hex(8)
+        doc = {"op": "cas", "key": key, "expected": expected, "value": value, "token": token}
+        self._cas_outcomes[token] = None
+        try:
+            await self.node.append(json.dumps(doc).encode())
+            # Committed entries reach _on_entry before append returns, unless a
+            # snapshot restore is buffering them; then they are applied after it.
+            while self._cas_outcomes[token] is None and self._restoring:
+                await self._restored.wait()
+            swapped = self._cas_outcomes[token]
+        finally:
+            del self._cas_outcomes[token]
+        if swapped is None:
+            raise OutcomeUnknown("the cas committed inside a snapshot; its verdict is unknown")
+        return swapped
 
     async def get(self, key: str) -> Any:
         # Thesis §6.4: once the barrier's index is applied here, local state
@@ -196,6 +258,9 @@ class KVServer:
                 return {"ok": True, "index": await self.put(str(req["key"]), req.get("value"))}
             if op == "get":
                 return {"ok": True, "value": await self.get(str(req["key"]))}
+            if op == "cas":
+                swapped = await self.cas(str(req["key"]), req["expected"], req.get("value"))
+                return {"ok": True, "swapped": swapped}
             if op == "status":
                 s = self.node.status()
                 return {
@@ -221,7 +286,7 @@ class KVServer:
             return {"ok": False, "error": f"missing field {e}"}
         except (argparse.ArgumentTypeError, ValueError) as e:
             return {"ok": False, "error": str(e)}
-        except NodeError as e:
+        except (NodeError, OutcomeUnknown) as e:
             return {"ok": False, "error": f"{type(e).__name__}: {e}"}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
@@ -269,14 +334,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--election", type=float, default=0.5)
     s.add_argument("--join", action="store_true", help="join a running cluster")
     s.add_argument("--snapshot-every", type=int, default=10_000)
-    for name in ("put", "get", "status", "dump", "add-learner", "add-voter", "remove",
+    for name in ("put", "get", "cas", "status", "dump", "add-learner", "add-voter", "remove",
                  "transfer"):
         c = sub.add_parser(name)
         c.add_argument("--server", type=parse_address, required=True)
-        if name in ("put", "get"):
+        if name in ("put", "get", "cas"):
             c.add_argument("key")
-        if name == "put":
+        if name in ("put", "cas"):
             c.add_argument("value")
+        if name == "cas":
+            # The expected value, or --absent: swap only if the key was never written.
+            expect = c.add_mutually_exclusive_group(required=True)
+            expect.add_argument("--expected")
+            expect.add_argument("--absent", action="store_true")
         if name in ("add-learner", "add-voter", "remove"):
             c.add_argument("id")
         if name in ("add-learner", "add-voter"):
@@ -297,10 +367,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return 0
     req: dict[str, Any] = {"op": args.command.replace("-", "_")}
-    if args.command in ("put", "get"):
+    if args.command in ("put", "get", "cas"):
         req["key"] = args.key
-    if args.command == "put":
+    if args.command in ("put", "cas"):
         req["value"] = args.value
+    if args.command == "cas":
+        req["expected"] = None if args.absent else args.expected
     if args.command in ("add-learner", "add-voter", "remove"):
         req["id"] = args.id
     if args.command in ("add-learner", "add-voter") and args.address:
