@@ -12,7 +12,7 @@
 in memory, for tests on trio's MockClock.
 """
 
-from graft_trio._network import MemoryNetwork, Network, TcpNetwork
+from graft_trio._network import MemoryNetwork, Network, TcpNetwork, TlsNetwork
 from graft_trio._node import (
     AppendResult,
     CommittedEntry,
@@ -34,12 +34,25 @@ from graft_trio._node import (
     TransferFailed,
 )
 from graft_trio._storage import StorageCorruption, StorageError, StorageFailure, StorageMismatch
+from graft_trio._tls import (
+    IdentityMismatch,
+    TlsConfig,
+    TlsConfigError,
+    TlsError,
+    TlsHandshakeFailed,
+)
 
 __all__ = [
     "AppendResult",
     "MemoryNetwork",
     "Network",
     "TcpNetwork",
+    "TlsNetwork",
+    "TlsConfig",
+    "TlsConfigError",
+    "TlsError",
+    "TlsHandshakeFailed",
+    "IdentityMismatch",
     "CommitTimeout",
     "CommittedEntry",
     "Compacted",

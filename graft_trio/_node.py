@@ -75,7 +75,7 @@ from graft_core import (
     step,
 )
 from graft_core._rand import stable_key
-from graft_trio import _disk, _network, _storage, _wire
+from graft_trio import _disk, _network, _storage, _tls, _wire
 
 log = logging.getLogger("graft_trio")
 _T = TypeVar("_T")
@@ -169,6 +169,15 @@ class Options:
     #: during an fsync). Tests on trio's MockClock write inline instead: a thread
     #: makes the clock jump while the write is in progress.
     disk_in_thread: bool = True
+    #: A connection must deliver its whole HELLO within this time of opening,
+    #: or be closed: half-open connections and slow-loris peers that never
+    #: introduce themselves must not hold a task and a socket for ever.
+    handshake_timeout: float = 5.0
+    #: Once a frame's first byte has arrived, the whole frame must arrive within
+    #: this time (a peer stalled mid-frame holds its buffer). Silence *between*
+    #: frames is fine: followers exchange nothing while a leader is stable.
+    #: Allow for ``max_frame_bytes`` at the slowest link's rate.
+    frame_timeout: float = 30.0
 
 
 @attrs.frozen
@@ -223,6 +232,9 @@ class Status:
     peers: Mapping[str, PeerStatus]
     membership: Membership
     snapshot_index: int
+    #: Peer connections closed for bad input, by reason (a ``WireError``
+    #: subclass's ``reason``: ``wrong_cluster``, ``handshake_timeout``, ...).
+    rejected: Mapping[str, int] = attrs.Factory(dict)
 
 
 Address = _network.Address
@@ -243,9 +255,14 @@ class Node:
         joining: this node is new to a running cluster whose members are
             ``peers``: it starts as a non-member that never campaigns, and is
             brought in by the leader's :meth:`add_learner` / :meth:`add_voter`.
+        tls: mutual TLS with every peer (:class:`~graft_trio.TlsConfig`): the
+            connections go through :class:`~graft_trio.TlsNetwork` over
+            ``network``, and each peer's HELLO must claim the node id its
+            certificate names.
 
     Raises:
-        StartupError: ``node_id`` among ``peers``, or an invalid configuration.
+        StartupError: ``node_id`` among ``peers``, an invalid configuration,
+            or TLS files that cannot be loaded.
     """
 
     def __init__(
@@ -259,9 +276,14 @@ class Node:
         options: Options = Options(),
         network: _network.Network | None = None,
         joining: bool = False,
+        tls: _tls.TlsConfig | None = None,
     ) -> None:
         if node_id in peers:
             raise StartupError(f"node id {node_id!r} is also listed among its peers")
+        if not (options.handshake_timeout > 0 and options.frame_timeout > 0):
+            # Checked here, not when the first peer connects (trio would raise then).
+            raise StartupError("Options.handshake_timeout and frame_timeout must be positive, "
+                               f"not {options.handshake_timeout!r}, {options.frame_timeout!r}")
         self.node_id = node_id
         self.address = address
         self.peers = dict(peers)
@@ -269,6 +291,11 @@ class Node:
         self.cluster_id = cluster_id
         self.options = options
         self._network: _network.Network = network if network is not None else _network.TcpNetwork()
+        if tls is not None:
+            try:
+                self._network = _network.TlsNetwork(tls, self._network)
+            except _tls.TlsConfigError as e:
+                raise StartupError(str(e)) from e
         voters = tuple(sorted(peers)) if joining else tuple(sorted((node_id, *peers)))
         ms = 1000
         try:
@@ -328,6 +355,7 @@ class Node:
         self._listen_port: int | None = None
         self._failure: BaseException | None = None
         self.dropped_frames = 0
+        self._rejected: collections.Counter[str] = collections.Counter()
 
     # ------------------------------------------------------------------ lifetime
 
@@ -710,18 +738,23 @@ class Node:
 
     async def _read_hello(self, stream: trio.abc.Stream, reader: _wire.FrameReader) -> str:
         members = frozenset(self._queues)
-        while True:
-            # Until a peer says who it is, it may not make us buffer much.
-            frame = reader.next_frame(max_frame=_wire.MAX_HELLO_FRAME)
-            if frame is not None:
-                hello = _wire.decode_hello_untrusted(
-                    frame, cluster_id=self.cluster_id, me=self.node_id, members=members
-                )
-                return hello.src
-            data = await stream.receive_some(65536)
-            if not data:
-                raise _wire.MalformedFrame("the peer closed the connection before its HELLO")
-            reader.feed(bytes(data))
+        timeout = self.options.handshake_timeout
+        # Until a peer says who it is, it may not make us buffer much, nor wait
+        # long: one deadline for the whole HELLO, so a byte now and then does
+        # not keep a connection alive.
+        with trio.move_on_after(timeout):
+            while True:
+                frame = reader.next_frame(max_frame=_wire.MAX_HELLO_FRAME)
+                if frame is not None:
+                    hello = _wire.decode_hello_untrusted(
+                        frame, cluster_id=self.cluster_id, me=self.node_id, members=members
+                    )
+                    return hello.src
+                data = await stream.receive_some(65536)
+                if not data:
+                    raise _wire.MalformedFrame("the peer closed the connection before its HELLO")
+                reader.feed(bytes(data))
+        raise _wire.HandshakeTimeout(f"no complete HELLO within {timeout} s")
 
     async def _inbound(self, stream: trio.abc.Stream) -> None:
         """A connection a peer with a smaller id opened to us."""
@@ -729,6 +762,7 @@ class Node:
         try:
             async with stream:
                 peer = await self._read_hello(stream, reader)
+                _tls.check_peer(stream, peer)  # the HELLO's claim must match its certificate
                 if not peer < self.node_id:
                     raise _wire.MalformedFrame(f"{peer!r} dialled, but {self.node_id!r} dials it")
                 await stream.send_all(_wire.encode_hello(self.cluster_id, self.node_id, peer))
@@ -770,6 +804,7 @@ class Node:
                     who = await self._read_hello(stream, reader)
                     if who != peer:
                         raise _wire.UnknownSender(f"{address} answered as {who!r}, not {peer!r}")
+                    _tls.check_peer(stream, who)
                     await self._pump(stream, reader, peer)
             except _wire.WireError as e:
                 self._wire_error(e)
@@ -779,6 +814,7 @@ class Node:
 
     def _wire_error(self, e: _wire.WireError) -> None:
         self.dropped_frames += 1
+        self._rejected[e.reason] += 1
         log.warning("%s: closing a peer connection: %s: %s", self.node_id, type(e).__name__, e)
 
     async def _pump(self, stream: trio.abc.Stream, reader: _wire.FrameReader, peer: str) -> None:
@@ -806,14 +842,34 @@ class Node:
         self, stream: trio.abc.Stream, reader: _wire.FrameReader, peer: str
     ) -> None:
         max_frame = self.options.max_frame_bytes
+        frame_timeout = self.options.frame_timeout
+        deadline = math.inf  # for the frame in progress; none between frames
         while True:
+            completed = False
             while (frame := reader.next_frame()) is not None:
+                completed = True
                 batch = _wire.decode_batch_untrusted(
                     frame, max_frame=max_frame, expected_src=peer, expected_dst=self.node_id
                 )
                 for m in batch:
                     self._events_send.send_nowait(MessageReceived(m))
-            data = await stream.receive_some(65536)
+            if not reader.buffered:
+                deadline = math.inf
+            elif completed or deadline == math.inf:
+                # A new frame has begun: all of it must arrive by then, however
+                # it trickles in (one deadline per frame, not per read).
+                deadline = trio.current_time() + frame_timeout
+            if deadline == math.inf:
+                data = await stream.receive_some(65536)  # the hot path: no cancel scope
+            else:
+                data = None
+                with trio.move_on_at(deadline):
+                    data = await stream.receive_some(65536)
+                if data is None:
+                    raise _wire.FrameTimeout(
+                        f"{peer!r} left a frame unfinished for {frame_timeout} s "
+                        f"({reader.buffered} bytes buffered)"
+                    )
             if not data:
                 if reader.buffered:
                     raise _wire.MalformedFrame("the peer stopped in the middle of a frame")
@@ -1015,6 +1071,7 @@ class Node:
         return Status(
             self.node_id, s.role, s.term, s.leader_id, s.commit_index, s.applied_index,
             s.last_index, peers, s.membership, s.snapshot.index if s.snapshot else 0,
+            dict(self._rejected),
         )
 
     # ------------------------------------------------------------------ snapshots

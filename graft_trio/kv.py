@@ -26,6 +26,10 @@ index), and at the leader ``{"op": "add_learner", "id": i, "address": "h:p"}``,
 ``{"op": "transfer", "to": i}``. Answers carry ``"ok": true`` or
 ``"ok": false, "error": ...``.
 
+With ``--tls-ca CA --tls-cert CERT --tls-key KEY`` (made by ``python -m
+graft_trio.certs``), ``serve`` speaks mutual TLS to its peers and on its client
+port, and a client command connects over TLS (see ``graft_trio/_tls.py``).
+
 A new node joins a running cluster with ``serve --join`` (its ``--peer`` options
 are the current members); then, at the leader, ``add-learner`` it, wait for it
 to catch up, and ``add-voter`` it.
@@ -39,12 +43,14 @@ import logging
 import secrets
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from graft_trio._node import CommittedEntry, Node, NodeError, Options, SnapshotRestored
+from graft_trio._tls import TlsConfig, TlsConfigError, TlsError, TlsHandshakeFailed, TlsStream
 
 log = logging.getLogger("graft_trio.kv")
 
@@ -108,12 +114,24 @@ class KVServer:
         node: the graft node (not started yet).
         client_address: where clients connect.
         snapshot_every: hand graft a snapshot after this many applied entries.
+        tls: serve clients over mutual TLS: a client must present a
+            certificate from this CA (any name; see ``graft_trio/_tls.py``).
+
+    Raises:
+        TlsConfigError: the TLS files cannot be loaded.
     """
 
     def __init__(
-        self, node: Node, client_address: tuple[str, int], *, snapshot_every: int = 10_000
+        self,
+        node: Node,
+        client_address: tuple[str, int],
+        *,
+        snapshot_every: int = 10_000,
+        tls: TlsConfig | None = None,
     ) -> None:
         self.node = node
+        self.tls = tls
+        self._client_ctx = tls.server_context() if tls is not None else None
         self.client_address = client_address
         self.snapshot_every = snapshot_every
         self.sm = KVStateMachine()
@@ -223,9 +241,24 @@ class KVServer:
                 self.client_address[1], host=self.client_address[0]
             )
             task_status.started()
-            await trio.serve_listeners(self._client, listeners)
+            handler = self._client if self.tls is None else self._tls_client
+            await trio.serve_listeners(handler, listeners)
 
-    async def _client(self, stream: trio.SocketStream) -> None:
+    async def _tls_client(self, stream: trio.SocketStream) -> None:
+        assert self.tls is not None and self._client_ctx is not None
+        tls_stream = TlsStream(
+            trio.SSLStream(stream, self._client_ctx, server_side=True), self.tls.handshake_timeout
+        )
+        try:
+            await tls_stream.handshake()
+        except TlsHandshakeFailed as e:
+            # A refused client must not end serve_listeners (and the server).
+            log.warning("%s: refusing a client: %s", self.node.node_id, e)
+            await tls_stream.aclose()
+            return
+        await self._client(tls_stream)
+
+    async def _client(self, stream: trio.abc.Stream) -> None:
         buf = b""
         async with stream:
             while True:
@@ -305,15 +338,37 @@ def parse_peer(text: str) -> tuple[str, tuple[str, int]]:
     return name, parse_address(addr)
 
 
-async def request(server: tuple[str, int], req: dict[str, Any], timeout: float = 10) -> Any:
-    """Send one request to a server's client port; return its JSON answer."""
+async def request(
+    server: tuple[str, int], req: dict[str, Any], timeout: float = 10,
+    *, tls: TlsConfig | None = None,
+) -> Any:
+    """Send one request to a server's client port; return its JSON answer.
+
+    Args:
+        tls: connect over mutual TLS with this CA, certificate and key (the
+            server's certificate must come from the CA; its name is not checked).
+
+    Raises:
+        TlsHandshakeFailed: the TLS handshake failed.
+        ConnectionError: the server closed or broke the connection (a TLS
+            server refusing our certificate does so after the handshake).
+        TlsConfigError: the TLS files cannot be loaded.
+    """
     with trio.fail_after(timeout):
-        stream = await trio.open_tcp_stream(*server)
+        stream: trio.abc.Stream = await trio.open_tcp_stream(*server)
+        if tls is not None:
+            stream = TlsStream(
+                trio.SSLStream(stream, tls.client_context(), server_hostname=None),
+                tls.handshake_timeout,
+            )
         async with stream:
             await stream.send_all(json.dumps(req).encode() + b"\n")
             buf = b""
             while b"\n" not in buf:
-                data = await stream.receive_some(65536)
+                try:
+                    data = await stream.receive_some(65536)
+                except trio.BrokenResourceError as e:
+                    raise ConnectionError(f"the server broke the connection: {e.__cause__}") from e
                 if not data:
                     raise ConnectionError("the server closed the connection")
                 buf += data
@@ -334,10 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--election", type=float, default=0.5)
     s.add_argument("--join", action="store_true", help="join a running cluster")
     s.add_argument("--snapshot-every", type=int, default=10_000)
+    _add_tls_arguments(s)
     for name in ("put", "get", "cas", "status", "dump", "add-learner", "add-voter", "remove",
                  "transfer"):
         c = sub.add_parser(name)
         c.add_argument("--server", type=parse_address, required=True)
+        _add_tls_arguments(c)
         if name in ("put", "get", "cas"):
             c.add_argument("key")
         if name in ("put", "cas"):
@@ -354,15 +411,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "transfer":
             c.add_argument("to", nargs="?")
     args = p.parse_args(argv)
+    try:
+        tls = _tls_config(args)
+    except TlsConfigError as e:
+        p.error(str(e))
     if args.command == "serve":
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         node = Node(
             args.id, args.listen, dict(args.peer), args.data, cluster_id=args.cluster,
             options=Options(heartbeat_interval=args.heartbeat, election_timeout=args.election),
-            joining=args.join,
+            joining=args.join, tls=tls,
         )
         try:
-            trio.run(KVServer(node, args.client, snapshot_every=args.snapshot_every).run)
+            server = KVServer(node, args.client, snapshot_every=args.snapshot_every, tls=tls)
+            trio.run(server.run)
         except KeyboardInterrupt:
             return 0
         return 0
@@ -379,9 +441,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         req["address"] = args.address
     if args.command == "transfer" and args.to:
         req["to"] = args.to
-    answer = trio.run(request, args.server, req)
+    try:
+        answer = trio.run(partial(request, args.server, req, tls=tls))
+    except (OSError, TlsError, TlsConfigError) as e:
+        print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}))
+        return 1
     print(json.dumps(answer))
     return 0 if answer.get("ok") else 1
+
+
+def _add_tls_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("mutual TLS (all three, or none; see python -m graft_trio.certs)")
+    g.add_argument("--tls-ca", type=Path, help="the cluster CA's certificate (PEM)")
+    g.add_argument("--tls-cert", type=Path, help="this node's or client's certificate (PEM)")
+    g.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+
+
+def _tls_config(args: argparse.Namespace) -> TlsConfig | None:
+    given = [args.tls_ca, args.tls_cert, args.tls_key]
+    if all(x is None for x in given):
+        return None
+    if any(x is None for x in given):
+        raise TlsConfigError("--tls-ca, --tls-cert and --tls-key go together")
+    tls = TlsConfig(args.tls_ca, args.tls_cert, args.tls_key)
+    tls.client_context()  # fail now, with a usage error, if the files do not load
+    return tls
 
 
 if __name__ == "__main__":
