@@ -91,15 +91,15 @@ class Config:
     timeout_max: int = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.node_id, str) or not self.node_id:
-            raise ConfigError(f"node_id must be a non-empty str, got {self.node_id!r}")
+        if not isinstance(self.node_id, str) or not self.node_id or not self.node_id.isprintable():
+            raise ConfigError(f"node_id must be a non-empty printable str, got {self.node_id!r}")
         if not isinstance(self.voters, tuple):
             raise ConfigError(f"voters must be a tuple of str, got {type(self.voters).__name__}")
         if not self.voters:
             raise ConfigError("voters is empty: a cluster needs at least one voter")
         for v in self.voters:
-            if not isinstance(v, str) or not v:
-                raise ConfigError(f"every voter id must be a non-empty str, got {v!r}")
+            if not isinstance(v, str) or not v or not v.isprintable():
+                raise ConfigError(f"every voter id must be a non-empty printable str, got {v!r}")
         if len(set(self.voters)) != len(self.voters):
             dupes = sorted({v for v in self.voters if self.voters.count(v) > 1})
             raise ConfigError(f"duplicate voter ids: {dupes}")

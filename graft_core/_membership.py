@@ -43,8 +43,12 @@ def _ids(name: str, value: Iterable[str]) -> tuple[str, ...]:
     except TypeError:
         raise ConfigError(f"{name}: node ids must be str, got {value!r}") from None
     for v in out:
-        if type(v) is not str or not v or len(v) > MAX_NAME_BYTES:
-            raise ConfigError(f"{name}: every node id must be a non-empty str, got {v!r}")
+        # Ids end up in logs, file names and certificates: printable only
+        # (no NUL, no newline), so a peer cannot smuggle one in a config entry.
+        if type(v) is not str or not v or len(v) > MAX_NAME_BYTES or not v.isprintable():
+            raise ConfigError(
+                f"{name}: every node id must be a non-empty printable str, got {v!r}"
+            )
     if len(set(out)) != len(out):
         raise ConfigError(f"{name}: duplicate node ids in {out}")
     return out
