@@ -68,7 +68,6 @@ from bench_trio import (
     PROBE,
     Load,
     concurrent,
-    free_ports,
     fsync_latencies,
     make_node,
     node_spec,
@@ -77,6 +76,7 @@ from bench_trio import (
 )
 
 from graft_core import Role
+from graft_trio.testing import free_ports
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_JSON = HERE / "results" / "latest.json"

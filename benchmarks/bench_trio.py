@@ -35,7 +35,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,7 @@ import trio
 from graft_core import Role
 from graft_trio import Node, NodeError, Options
 from graft_trio._storage import _OsFs
+from graft_trio.testing import free_ports
 
 PAYLOAD = 16
 PROBE = 64
@@ -90,16 +90,6 @@ def percentile(samples: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (``q`` in 0..1) of a non-empty sample."""
     xs = sorted(samples)
     return xs[max(0, min(len(xs) - 1, math.ceil(q * len(xs)) - 1))]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 # ---------------------------------------------------------------- the floor

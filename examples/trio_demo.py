@@ -20,17 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from graft_trio.testing import free_ports
+
 IDS = ("a", "b", "c")
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class Cluster:

@@ -64,7 +64,6 @@ import json
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -78,6 +77,7 @@ import attrs
 import trio
 
 from graft_sim import CheckResult, Operation, Verdict, check_history
+from graft_trio.testing import free_ports
 
 __all__ = [
     "FAULT_KINDS",
@@ -343,23 +343,13 @@ class LinkProxy:
             nursery.start_soon(pipe, upstream, downstream)
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 class _Cluster:
     """The node processes and the proxies between them."""
 
     def __init__(self, ids: Sequence[str], root: Path) -> None:
         self.ids = tuple(ids)
         self.root = root
-        ports = _free_ports(2 * len(ids))
+        ports = free_ports(2 * len(ids))
         self.peer_port = {n: ports[i] for i, n in enumerate(ids)}
         self.client_port = {n: ports[len(ids) + i] for i, n in enumerate(ids)}
         # proxies[(a, b)]: a's link to b (whichever of the two dials uses it).

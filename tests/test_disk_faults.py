@@ -213,7 +213,7 @@ async def _run_cluster_once(tmp: Path, addrs: dict[str, tuple[str, int]]) -> Non
 async def test_eio_reading_the_log_at_start_up_refuses_to_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from trio_demo import free_ports
+    from graft_trio.testing import free_ports
 
     ids = ["n0", "n1", "n2"]
     addrs = {i: ("127.0.0.1", p) for i, p in zip(ids, free_ports(3), strict=True)}
@@ -248,7 +248,8 @@ async def test_mid_log_corruption_refuses_to_start_and_names_the_way_back(
 ) -> None:
     """Rule 4 at node level: never start on a log that lost a synced record."""
     from test_storage import frames
-    from trio_demo import free_ports
+
+    from graft_trio.testing import free_ports
 
     ids = ["n0", "n1", "n2"]
     addrs = {i: ("127.0.0.1", p) for i, p in zip(ids, free_ports(3), strict=True)}

@@ -53,7 +53,7 @@ from graft_trio import Node, Options, StartupError
 from graft_trio._wire import encode_batch, encode_hello
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-from trio_demo import free_ports
+from graft_trio.testing import free_ports
 
 HANDSHAKE_TIMEOUT = 1.5
 FRAME_TIMEOUT = 1.5

@@ -55,7 +55,7 @@ def test_readme_trio_example_runs(tmp_path: Path) -> None:
     import sys
 
     sys.path.insert(0, str(ROOT / "examples"))
-    from trio_demo import free_ports
+    from graft_trio.testing import free_ports
 
     blocks = [b for b in python_blocks() if "from graft_trio import" in b]
     assert len(blocks) == 1

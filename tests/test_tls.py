@@ -55,7 +55,7 @@ from graft_trio._tls import identities, node_uri
 from graft_trio._wire import encode_batch, encode_hello
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-from trio_demo import free_ports
+from graft_trio.testing import free_ports
 
 #: Shorter than the node's HELLO deadline, so a stalled TLS handshake is
 #: dropped by the TLS layer's own cancel scope.

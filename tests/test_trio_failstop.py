@@ -35,7 +35,7 @@ from graft_trio import Node, NodeError, NotStarted, Options, _storage
 from graft_trio._storage import StorageFailure, _OsFs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-from trio_demo import free_ports
+from graft_trio.testing import free_ports
 
 FAST = Options(heartbeat_interval=0.02, election_timeout=0.2, append_timeout=5.0)
 

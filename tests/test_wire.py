@@ -105,7 +105,8 @@ ids = st.text(max_size=8)
 data = st.binary(max_size=48)
 request_ids = st.integers(-(2**63), MAX_U64)  # any int msgpack carries
 rejections = st.none() | st.sampled_from(RejectReason)
-member_ids = st.text(min_size=1, max_size=4)  # a Membership's ids are non-empty
+# A Membership's ids are non-empty and printable (graft_core._membership).
+member_ids = st.text(min_size=1, max_size=4).filter(str.isprintable)
 
 
 @st.composite
