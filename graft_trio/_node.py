@@ -28,6 +28,7 @@ import collections
 import contextlib
 import logging
 import math
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -349,7 +350,11 @@ class Node:
         #: Does every storage operation, in order (storage is not thread-safe).
         self._disk_io: _disk.DiskThread | _disk.InlineDisk | None = None
         self._disk_failed = trio.Event()
-        self._next_request = 0
+        # Request ids (proposals, forwarded proposals, reads) start at a random
+        # point in every incarnation: an answer the leader queued for this
+        # node's previous process (same node id, ids from 1 again) must not
+        # resolve a new request that happens to reuse its id.
+        self._next_request = secrets.randbits(62)
         self._t0 = 0.0
         self._storage: _storage.Storage | None = None
         self._listen_port: int | None = None

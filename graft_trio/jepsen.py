@@ -169,6 +169,8 @@ class JepsenReport:
         final: The agreed final value of every key (``None``: never written).
         history: Operations checked (client operations and final reads).
         data_dir: Where the nodes' data and logs are, if kept; else ``None``.
+        crashed: Node processes that exited without the nemesis killing them
+            (a fail-stop, an assertion, a traceback): each fails the run.
     """
 
     outcomes: Mapping[tuple[str, str], int]
@@ -181,6 +183,7 @@ class JepsenReport:
     final: Mapping[str, Any]
     history: int
     data_dir: Path | None
+    crashed: tuple[str, ...] = ()
 
     def count(self, outcome: str) -> int:
         """Operations with this outcome (``ok``, ``failed``, ``indeterminate``), all kinds."""
@@ -188,9 +191,12 @@ class JepsenReport:
 
     @property
     def passed(self) -> bool:
-        """Linearizable, nothing lost, every node agrees. ``UNKNOWN`` does not pass."""
+        """Linearizable, nothing lost, every node agrees, no node crashed by itself.
+
+        ``UNKNOWN`` does not pass.
+        """
         return (self.check.verdict is Verdict.LINEARIZABLE and not self.lost
-                and self.final_agree)
+                and self.final_agree and not self.crashed)
 
     def summary(self) -> str:
         """The run's figures and verdict, for humans."""
@@ -212,6 +218,8 @@ class JepsenReport:
         agree = "every node agrees" if self.final_agree else "NODES DISAGREE"
         lines.append(f"final state: {agree}")
         lines.append(f"lost acknowledged writes: {len(self.lost)}")
+        lines.append(f"nodes that exited by themselves: {len(self.crashed)}")
+        lines.extend(f"  {line}" for line in self.crashed)
         lines.extend(f"  {line}" for line in self.lost)
         lines.append(f"linearizability ({self.history} operations): {self.check.verdict.name} "
                      f"({self.check.steps} search steps)")
@@ -343,6 +351,11 @@ class LinkProxy:
             nursery.start_soon(pipe, upstream, downstream)
 
 
+#: Every node snapshots its K/V state this often (entries), so a run exercises
+#: InstallSnapshot, snapshot restores after restarts, and cas answers across them.
+SNAPSHOT_EVERY = 100
+
+
 class _Cluster:
     """The node processes and the proxies between them."""
 
@@ -357,6 +370,8 @@ class _Cluster:
                         for a in ids for b in ids if a != b}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.paused: set[str] = set()
+        #: Node processes that exited without the harness killing them.
+        self.crashed: list[str] = []
 
     async def start_proxies(self, nursery: trio.Nursery) -> None:
         for proxy in self.proxies.values():
@@ -368,6 +383,9 @@ class _Cluster:
             "--listen", f"127.0.0.1:{self.peer_port[n]}",
             "--client", f"127.0.0.1:{self.client_port[n]}",
             "--data", str(self.root / n),
+            # Snapshot often, so restarted and lagging nodes catch up by
+            # InstallSnapshot and restore, not only by the log.
+            "--snapshot-every", str(SNAPSHOT_EVERY),
         ]
         for m in self.ids:
             if m != n:
@@ -375,15 +393,34 @@ class _Cluster:
         with open(self.root / f"{n}.log", "ab") as log:
             self.procs[n] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
-    def kill(self, n: str) -> None:
+    def reap(self) -> None:
+        """Note every node process that exited without being killed by us."""
+        for n, p in list(self.procs.items()):
+            if p.poll() is not None:
+                self.crashed.append(f"{n} exited with status {p.returncode} (see {n}.log)")
+                del self.procs[n]
+                self.paused.discard(n)
+
+    def kill(self, n: str) -> bool:
+        """SIGKILL ``n``; False if it was not running (it had exited by itself:
+        reap() recorded that, and heal_all() restarts it)."""
+        self.reap()
+        if n not in self.procs:
+            return False
         p = self.procs.pop(n)
         p.send_signal(signal.SIGKILL)
         p.wait()
         self.paused.discard(n)
+        return True
 
-    def pause(self, n: str) -> None:
+    def pause(self, n: str) -> bool:
+        """SIGSTOP ``n``; False if it was not running."""
+        self.reap()
+        if n not in self.procs:
+            return False
         self.procs[n].send_signal(signal.SIGSTOP)
         self.paused.add(n)
+        return True
 
     def resume(self, n: str) -> None:
         self.procs[n].send_signal(signal.SIGCONT)
@@ -399,6 +436,7 @@ class _Cluster:
             proxy.heal()
 
     def heal_all(self) -> None:
+        self.reap()
         for n in list(self.paused):
             self.resume(n)
         for n in self.ids:
@@ -517,7 +555,6 @@ class _Run:
                     rng.shuffle(bag)
                 kind = bag.pop()
                 hold = rng.uniform(*self.config.fault_hold)
-                self.faults[kind] += 1
                 # Half the time the victim is the leader: the faults that matter most.
                 leader = await self.current_leader(rng)
                 victim = leader if leader is not None and rng.random() < 0.5 else rng.choice(ids)
@@ -525,12 +562,14 @@ class _Run:
                     if kind == "kill":
                         n = victim
                         self.out(f"  nemesis: SIGKILL {n}, restart in {hold:.1f}s")
-                        self.cluster.kill(n)
+                        if self.cluster.kill(n):
+                            self.faults[kind] += 1  # counted once it happened, not before
                         await trio.sleep(hold)
                     elif kind == "pause":
                         n = victim
                         self.out(f"  nemesis: SIGSTOP {n} for {hold:.1f}s")
-                        self.cluster.pause(n)
+                        if self.cluster.pause(n):
+                            self.faults[kind] += 1
                         await trio.sleep(hold)
                     else:
                         pairs, shape = _partition(rng, ids, victim)
@@ -539,6 +578,7 @@ class _Run:
                                  f"({'blackhole' if blackhole else 'refuse'}) "
                                  f"{' '.join(a + '-' + b for a, b in pairs)} for {hold:.1f}s")
                         self.cluster.cut(pairs, blackhole=blackhole)
+                        self.faults[kind] += 1
                         await trio.sleep(hold)
                 finally:
                     # Also when the run's end cancels the hold: no fault outlives it.
@@ -681,6 +721,7 @@ async def run_jepsen(config: JepsenConfig, *, out: Callable[[str], None] = print
             nursery.cancel_scope.cancel()
         if unavailable:
             raise ClusterUnavailable(f"no leader within 30 s {unavailable}; logs in {root}")
+        cluster.reap()
         out(f"  checking {len(run.history)} operations")
         check = check_history(run.history, max_steps=config.max_steps)
         lost = tuple(lost_writes(run.history, final))
@@ -688,7 +729,8 @@ async def run_jepsen(config: JepsenConfig, *, out: Callable[[str], None] = print
             outcomes=dict(run.outcomes), faults=dict(run.faults),
             cas_swapped=run.swaps[True], failures=dict(run.failures), check=check, lost=lost,
             final_agree=agree, final=final, history=len(run.history),
-            data_dir=root if (config.keep or not agree or lost
+            crashed=tuple(cluster.crashed),
+            data_dir=root if (config.keep or not agree or lost or cluster.crashed
                               or check.verdict is not Verdict.LINEARIZABLE) else None,
         )
         keep = report.data_dir is not None

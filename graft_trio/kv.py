@@ -91,7 +91,11 @@ class KVStateMachine:
             return None
         key = str(doc["key"])
         if doc.get("op") == "cas":
-            swapped = self.data.get(key) == doc.get("expected")
+            # Same JSON type and value: 1, 1.0 and true are different values
+            # here (Python's == would call them equal). null matches a key that
+            # is absent or holds null.
+            current, expected = self.data.get(key), doc.get("expected")
+            swapped = type(current) is type(expected) and current == expected
             if swapped:
                 self.data[key] = doc.get("value")
             return str(doc.get("token")), swapped
@@ -400,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name in ("put", "cas"):
             c.add_argument("value")
         if name == "cas":
-            # The expected value, or --absent: swap only if the key was never written.
+            # The expected value, or --absent: swap only if the key is absent (or null).
             expect = c.add_mutually_exclusive_group(required=True)
             expect.add_argument("--expected")
             expect.add_argument("--absent", action="store_true")

@@ -60,6 +60,16 @@ def test_cas_swaps_iff_the_current_value_is_the_expected_one() -> None:
     assert other.apply(cas_entry(7, "k", "v6", "v7", "t7")) == ("t7", True)
 
 
+def test_cas_compares_json_type_and_value() -> None:
+    """1, 1.0 and true are different JSON values: a cas expecting one never swaps the other."""
+    sm = kv.KVStateMachine()
+    assert sm.apply(cas_entry(1, "n", None, 1, "t1")) == ("t1", True)
+    assert sm.apply(cas_entry(2, "n", 1.0, "float", "t2")) == ("t2", False)
+    assert sm.apply(cas_entry(3, "n", True, "bool", "t3")) == ("t3", False)
+    assert sm.apply(cas_entry(4, "n", 1, "int", "t4")) == ("t4", True)
+    assert sm.data == {"n": "int"}
+
+
 async def test_cas_through_the_log_and_the_client_protocol(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -214,3 +224,19 @@ async def test_short_jepsen_run_is_linearizable_and_loses_nothing() -> None:
     # The final reads are in the checked history too: at least one per key per node.
     assert report.history >= report.count("ok") + 5 * config.keys
     assert "verdict: PASS" in summary
+
+
+def test_a_node_that_exits_by_itself_fails_the_run(tmp_path: Path) -> None:
+    """A node process that dies on its own (fail-stop, traceback) is recorded, never
+    mistaken for the nemesis' kill -- and a recorded crash fails the report."""
+    import subprocess
+    import sys
+
+    from graft_trio.jepsen import _Cluster
+
+    cluster = _Cluster(("a", "b", "c"), tmp_path)
+    cluster.procs["a"] = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    cluster.procs["a"].wait()
+    assert cluster.kill("a") is False  # nothing left to kill...
+    assert cluster.crashed == ["a exited with status 3 (see a.log)"]  # ...but it was noticed
+    assert "a" not in cluster.procs
