@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import collections
 import contextlib
+import errno
 import logging
 import math
 import secrets
@@ -79,6 +80,8 @@ from graft_core._rand import stable_key
 from graft_trio import _disk, _network, _storage, _tls, _wire
 
 log = logging.getLogger("graft_trio")
+#: accept() errors that mean "out of resources for now", not "the listener is broken".
+_ACCEPT_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _T = TypeVar("_T")
 #: How long shutdown waits for an abandoned write before leaving the storage open.
 _CLOSE_WAIT = 5.0
@@ -179,6 +182,11 @@ class Options:
     #: frames is fine: followers exchange nothing while a leader is stable.
     #: Allow for ``max_frame_bytes`` at the slowest link's rate.
     frame_timeout: float = 30.0
+    #: At most this many accepted connections may be waiting for their HELLO
+    #: (or TLS handshake); more are closed at once and counted
+    #: (``too_many_connections``), so a flood of connections cannot exhaust
+    #: the process's file descriptors.
+    max_pending_connections: int = 256
 
 
 @attrs.frozen
@@ -281,6 +289,9 @@ class Node:
     ) -> None:
         if node_id in peers:
             raise StartupError(f"node id {node_id!r} is also listed among its peers")
+        if type(options.max_pending_connections) is not int or options.max_pending_connections < 1:
+            raise StartupError("Options.max_pending_connections must be a positive int, "
+                               f"not {options.max_pending_connections!r}")
         if not (options.handshake_timeout > 0 and options.frame_timeout > 0):
             # Checked here, not when the first peer connects (trio would raise then).
             raise StartupError("Options.handshake_timeout and frame_timeout must be positive, "
@@ -361,6 +372,8 @@ class Node:
         self._failure: BaseException | None = None
         self.dropped_frames = 0
         self._rejected: collections.Counter[str] = collections.Counter()
+        #: Accepted connections not yet identified by their HELLO.
+        self._pending_connections = 0
 
     # ------------------------------------------------------------------ lifetime
 
@@ -731,7 +744,23 @@ class Node:
         try:
             async with trio.open_nursery() as nursery:
                 while True:
-                    stream = await listener.accept()
+                    try:
+                        stream = await listener.accept()
+                    except OSError as e:
+                        if e.errno not in _ACCEPT_RESOURCE_ERRNOS:
+                            raise
+                        # Out of descriptors or buffers (a connection flood, or
+                        # the host): wait for some to close instead of dying
+                        # (trio.serve_listeners does the same).
+                        self._rejected["accept_" + errno.errorcode[e.errno].lower()] += 1
+                        log.warning("%s: accept failed: %s; retrying", self.node_id, e)
+                        await trio.sleep(0.1)
+                        continue
+                    if self._pending_connections >= self.options.max_pending_connections:
+                        self._rejected["too_many_connections"] += 1
+                        await trio.aclose_forcefully(stream)
+                        continue
+                    self._pending_connections += 1
                     nursery.start_soon(self._inbound, stream)
         finally:
             with trio.CancelScope(shield=True):
@@ -764,12 +793,15 @@ class Node:
     async def _inbound(self, stream: trio.abc.Stream) -> None:
         """A connection a peer with a smaller id opened to us."""
         reader = _wire.FrameReader(max_frame=self.options.max_frame_bytes)
+        pending = True  # counted in _pending_connections until the peer is identified
         try:
             async with stream:
                 peer = await self._read_hello(stream, reader)
                 _tls.check_peer(stream, peer)  # the HELLO's claim must match its certificate
                 if not peer < self.node_id:
                     raise _wire.MalformedFrame(f"{peer!r} dialled, but {self.node_id!r} dials it")
+                pending = False
+                self._pending_connections -= 1
                 await stream.send_all(_wire.encode_hello(self.cluster_id, self.node_id, peer))
                 # The newest connection from a peer replaces an older one.
                 old = self._links.pop(peer, None)
@@ -784,6 +816,9 @@ class Node:
             self._wire_error(e)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return
+        finally:
+            if pending:
+                self._pending_connections -= 1
 
     async def _dialer(self, peer: str, scope: trio.CancelScope) -> None:
         """Keep our one connection to ``peer`` (a larger id) up, with backoff,
@@ -801,8 +836,8 @@ class Node:
                 await trio.sleep(delay)
                 delay = min(delay * 2, self.options.reconnect_max)
                 continue
-            delay = self.options.reconnect_min
             reader = _wire.FrameReader(max_frame=self.options.max_frame_bytes)
+            identified = False
             try:
                 async with stream:
                     await stream.send_all(_wire.encode_hello(self.cluster_id, self.node_id, peer))
@@ -810,12 +845,22 @@ class Node:
                     if who != peer:
                         raise _wire.UnknownSender(f"{address} answered as {who!r}, not {peer!r}")
                     _tls.check_peer(stream, who)
+                    # Only a peer that proved who it is resets the backoff: a
+                    # refused handshake (an expired certificate, a wrong
+                    # cluster) must not be retried every reconnect_min.
+                    identified = True
+                    delay = self.options.reconnect_min
                     await self._pump(stream, reader, peer)
             except _wire.WireError as e:
                 self._wire_error(e)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
+                if not identified:
+                    # The other side hung up before introducing itself (with
+                    # TLS 1.3, how a refused client certificate shows here).
+                    self._rejected["closed_before_hello"] += 1
+                    log.info("%s: %s closed the connection before its HELLO", self.node_id, peer)
             await trio.sleep(delay)
+            delay = min(delay * 2, self.options.reconnect_max)
 
     def _wire_error(self, e: _wire.WireError) -> None:
         self.dropped_frames += 1
