@@ -14,9 +14,14 @@ writes, in ``certs/``:
 * ``<name>.pem`` / ``<name>-key.pem`` per K/V client (URI ``graft-client:<name>``).
 
 If ``ca.pem`` and ``ca-key.pem`` already exist in the directory, that CA
-issues the new certificates (add a node to a running cluster); otherwise a new
-CA is made. Keys are ECDSA P-256, written unencrypted with mode 0600. File
-names are the ids percent-encoded, so any id is a safe file name.
+issues the new certificates (add a node to a running cluster; the key must be
+the certificate's); if neither exists a new CA is made. If only one of them is
+there (say the key is kept offline), the tool refuses rather than replace the
+CA. Keys are ECDSA P-256, written unencrypted with mode 0600: each goes to a
+new file (created 0600, never following a symlink) that then replaces the
+target. Node certificates may act as TLS server and client; K/V client
+certificates as TLS client only. File names are the ids percent-encoded, so
+any id is a safe file name.
 
 Needs the ``cryptography`` package (``pip install graft[tls]``).
 """
@@ -24,8 +29,10 @@ Needs the ``cryptography`` package (``pip install graft[tls]``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
+import secrets
 import sys
 import urllib.parse
 from collections.abc import Sequence
@@ -36,7 +43,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from graft_trio._tls import client_uri, node_uri
+from graft_trio._tls import NODE_URI_PREFIX, client_uri, node_uri
 
 #: Clock skew between machines that a fresh certificate tolerates.
 _BACKDATE = datetime.timedelta(minutes=5)
@@ -91,10 +98,15 @@ def issue(
     not_before: datetime.datetime | None = None,
     not_after: datetime.datetime | None = None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A leaf certificate for one node or client, usable as TLS server and client.
+    """A leaf certificate for one node or client.
+
+    A node's certificate (``uri`` a ``graft-node:`` URI) is usable as TLS
+    server and client: every node both accepts and dials. Any other (a K/V
+    client's) is usable as a TLS client only, so it cannot pose as a server.
 
     Args:
-        uri: the subjectAltName URI naming it (``_tls.node_uri(id)`` for a node).
+        uri: the subjectAltName URI naming it (``_tls.node_uri(id)`` for a
+            node, ``_tls.client_uri(name)`` for a K/V client).
         common_name: the subject CN, for people (never trusted, see ``_tls``).
         days: the lifetime from now, unless ``not_before``/``not_after`` say.
     """
@@ -105,6 +117,14 @@ def issue(
     end = not_after if not_after is not None else now + datetime.timedelta(days=days)
     if not start < end:
         raise CertError(f"the certificate would end ({end}) before it starts ({start})")
+    # Every node both accepts and dials: it is a TLS server and a TLS client.
+    # Anything else only dials (a K/V client): no serverAuth, so it cannot
+    # pass for a server.
+    usages = (
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        if uri.startswith(NODE_URI_PREFIX)
+        else [ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -122,13 +142,7 @@ def issue(
             ),
             critical=True,
         )
-        # Every node both accepts and dials: it is a TLS server and a TLS client.
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
         )
@@ -144,7 +158,10 @@ def issue(
 def write_pair(
     out: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
 ) -> tuple[Path, Path]:
-    """Write ``<stem>.pem`` and ``<stem>-key.pem`` (mode 0600); return both paths."""
+    """Write ``<stem>.pem`` and ``<stem>-key.pem`` (mode 0600); return both paths.
+
+    The key never lands in an existing file: see :func:`write_private`.
+    """
     cert_path = out / f"{stem}.pem"
     key_path = out / f"{stem}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -153,12 +170,51 @@ def write_pair(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    # Created 0600 from the start, so the key is never readable by others.
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    os.chmod(key_path, 0o600)  # O_CREAT's mode does not apply to an existing file
+    write_private(key_path, pem)
     return cert_path, key_path
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write secret ``data`` to ``path``, readable by its owner only (mode 0600).
+
+    The data goes to a new file beside ``path``, created with ``O_EXCL |
+    O_NOFOLLOW`` and mode 0600 (so it is nobody else's file, never reached
+    through a symlink, and never readable by others, not even for a moment),
+    is flushed to disk, and then replaces ``path`` with ``os.replace``: a
+    symlink at ``path`` is replaced, not followed, and an existing file (of any
+    mode or owner) is replaced, not written into.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (best effort: not every platform can)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def file_stem(name: str) -> str:
@@ -177,7 +233,9 @@ def make_cluster(
 
     Raises:
         CertError: no nodes, an empty or repeated name, a name that is both a
-            node and a client, ``days`` < 1, or an unreadable existing CA.
+            node and a client, ``days`` < 1, or an existing CA that cannot be
+            used: only one of ``ca.pem`` / ``ca-key.pem`` there, either
+            unreadable, or a key that is not the certificate's.
     """
     _check_days(days)
     names = [*nodes, *clients]
@@ -202,11 +260,31 @@ def make_cluster(
 
 
 def _load_or_make_ca(out: Path, days: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The CA in ``out``, or a new one if ``out`` has neither of its files.
+
+    Raises:
+        CertError: only one of ``ca.pem`` and ``ca-key.pem`` is there (the
+            existing CA is never replaced), either cannot be read, or the key
+            is not the certificate's.
+    """
     cert_path, key_path = out / "ca.pem", out / "ca-key.pem"
-    if not (cert_path.exists() and key_path.exists()):
+    # A symlink counts as there, even a dangling one: never replace what may be the CA.
+    have_cert = cert_path.exists() or cert_path.is_symlink()
+    have_key = key_path.exists() or key_path.is_symlink()
+    if not have_cert and not have_key:
         cert, key = make_ca(days=max(days, 3650))
         write_pair(out, "ca", cert, key)
         return cert, key
+    if not have_key:
+        raise CertError(
+            f"{cert_path} exists but {key_path} does not: to issue certificates from "
+            "this CA, put its key there (it is not replaced by a new CA)"
+        )
+    if not have_cert:
+        raise CertError(
+            f"{key_path} exists but {cert_path} does not: restore the CA's certificate, "
+            "or remove the key to make a new CA"
+        )
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
@@ -214,6 +292,9 @@ def _load_or_make_ca(out: Path, days: int) -> tuple[x509.Certificate, ec.Ellipti
         raise CertError(f"cannot read the CA in {out}: {e}") from e
     if not isinstance(loaded, ec.EllipticCurvePrivateKey):
         raise CertError(f"{key_path} is not an ECDSA key")
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if loaded.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise CertError(f"{key_path} is not the key of the CA certificate {cert_path}")
     return cert, loaded
 
 

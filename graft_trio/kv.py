@@ -50,7 +50,16 @@ from typing import Any
 import trio
 
 from graft_trio._node import CommittedEntry, Node, NodeError, Options, SnapshotRestored
-from graft_trio._tls import TlsConfig, TlsConfigError, TlsError, TlsHandshakeFailed, TlsStream
+from graft_trio._tls import (
+    NODE_URI_PREFIX,
+    IdentityMismatch,
+    TlsConfig,
+    TlsConfigError,
+    TlsError,
+    TlsHandshakeFailed,
+    TlsStream,
+    identities,
+)
 
 log = logging.getLogger("graft_trio.kv")
 
@@ -349,23 +358,37 @@ async def request(
     """Send one request to a server's client port; return its JSON answer.
 
     Args:
-        tls: connect over mutual TLS with this CA, certificate and key (the
-            server's certificate must come from the CA; its name is not checked).
+        tls: connect over mutual TLS with this CA, certificate and key. The
+            server's certificate must come from the CA *and* name a node id
+            (a ``graft-node:`` URI): a K/V server is a node, and a K/V
+            client's certificate must not pass for one. Nothing is sent
+            before both checks pass.
 
     Raises:
         TlsHandshakeFailed: the TLS handshake failed.
+        IdentityMismatch: the server's certificate names no node id (for
+            example, another client's certificate); the request was not sent.
         ConnectionError: the server closed or broke the connection (a TLS
             server refusing our certificate does so after the handshake).
         TlsConfigError: the TLS files cannot be loaded.
     """
+    ctx = tls.client_context() if tls is not None else None
     with trio.fail_after(timeout):
         stream: trio.abc.Stream = await trio.open_tcp_stream(*server)
-        if tls is not None:
-            stream = TlsStream(
-                trio.SSLStream(stream, tls.client_context(), server_hostname=None),
-                tls.handshake_timeout,
-            )
+        ssl_stream: trio.SSLStream[trio.abc.Stream] | None = None
+        if tls is not None and ctx is not None:
+            ssl_stream = trio.SSLStream(stream, ctx, server_hostname=None)
+            stream = TlsStream(ssl_stream, tls.handshake_timeout)
         async with stream:
+            if isinstance(stream, TlsStream):
+                assert ssl_stream is not None
+                # Authenticate the server before any byte of the request leaves.
+                await stream.handshake()
+                if not identities(ssl_stream.getpeercert(), NODE_URI_PREFIX):
+                    raise IdentityMismatch(
+                        f"the server at {server[0]}:{server[1]} presented a certificate that "
+                        "names no node id (not a graft node's certificate); request not sent"
+                    )
             await stream.send_all(json.dumps(req).encode() + b"\n")
             buf = b""
             while b"\n" not in buf:

@@ -16,7 +16,11 @@
 * ``test_kv_client_over_tls``: the K/V store's client port, in code and on
   the command line: put/get with a client certificate; refused without one,
   and to plaintext.
-* certificates tool and configuration errors.
+* ``test_kv_client_checks_the_server_is_a_node``: a K/V client sends nothing
+  to a server whose certificate names no node (a client certificate).
+* certificates tool and configuration errors; the tool never replaces a CA
+  whose key is missing or wrong, and writes keys to new 0600 files that
+  replace (never follow, never write into) what was at the key's path.
 
 About 5 s in all.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -35,8 +40,9 @@ from pathlib import Path
 import pytest
 import trio
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from graft_core import AppendRequest, Entry, Role
 from graft_trio import (
@@ -51,7 +57,7 @@ from graft_trio import (
     certs,
     kv,
 )
-from graft_trio._tls import identities, node_uri
+from graft_trio._tls import client_uri, identities, node_uri
 from graft_trio._wire import encode_batch, encode_hello
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
@@ -353,6 +359,97 @@ async def test_kv_client_over_tls(
         nursery.cancel_scope.cancel()
 
 
+def legacy_client_pair(pki: Pki) -> tuple[Path, Path]:
+    """A K/V client certificate as the tool used to issue it: also serverAuth."""
+    ca_cert = x509.load_pem_x509_certificate(pki.ca.read_bytes())
+    ca_key = serialization.load_pem_private_key(
+        (pki.dir / "ca-key.pem").read_bytes(), password=None
+    )
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old-client")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(client_uri("old"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return certs.write_pair(pki.dir, "legacy-client", cert, key)
+
+
+async def test_kv_client_checks_the_server_is_a_node(pki: Pki) -> None:
+    """A fake K/V server with a certificate from the CA that names no node gets no request."""
+    client = TlsConfig(pki.ca, *pki.pair("client"), handshake_timeout=TLS_TIMEOUT)
+    req = {"op": "put", "key": "secret", "value": "s3cret"}
+
+    async def fake_server(pair: tuple[Path, Path]) -> tuple[type[Exception] | None, bytes]:
+        """Serve one connection with ``pair``; what request() raised, and what the server got."""
+        (port,) = free_ports(1)
+        listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+        received = bytearray()
+        done = trio.Event()
+
+        async def answer(tcp: trio.SocketStream) -> None:
+            stream = trio.SSLStream(tcp, server_context(pair), server_side=True)
+            try:
+                async with stream:
+                    while data := await stream.receive_some(65536):
+                        received.extend(data)
+                        if b"\n" in received:
+                            await stream.send_all(b'{"ok": true}\n')
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            finally:
+                done.set()
+
+        raised: type[Exception] | None = None
+        async with trio.open_nursery() as inner:
+            inner.start_soon(trio.serve_listeners, answer, listeners)
+            try:
+                with trio.fail_after(HANG):
+                    answer_ = await kv.request(("127.0.0.1", port), req, tls=client)
+                assert answer_ == {"ok": True}
+            except (IdentityMismatch, TlsHandshakeFailed) as e:
+                raised = type(e)
+            with trio.fail_after(HANG):
+                await done.wait()
+            inner.cancel_scope.cancel()
+        return raised, bytes(received)
+
+    # Control: a node's certificate is a K/V server's; the request arrives.
+    raised, got = await fake_server(pki.pair("a"))
+    assert raised is None and b"s3cret" in got
+    # A client certificate issued before client certificates lost serverAuth:
+    # the handshake succeeds, but it names no node, so nothing is sent.
+    raised, got = await fake_server(legacy_client_pair(pki))
+    assert raised is IdentityMismatch and got == b""
+    # A client certificate as the tool issues it now: no serverAuth, so the
+    # handshake itself fails.
+    raised, got = await fake_server(pki.pair("client"))
+    assert raised is TlsHandshakeFailed and got == b""
+    # On the command line: reported as an error, exit status 1.
+    rc = await trio.to_thread.run_sync(kv.main, [
+        "get", "--server", "127.0.0.1:1", "--tls-ca", str(pki.ca),
+        "--tls-cert", str(pki.pair("client")[0]), "--tls-key", str(pki.pair("client")[1]), "k",
+    ])
+    assert rc == 1
+
+
 def test_kv_cli_tls_flags_go_together(pki: Pki) -> None:
     with pytest.raises(SystemExit) as e:
         kv.main(["get", "--server", "127.0.0.1:1", "--tls-ca", str(pki.ca), "k"])
@@ -408,6 +505,103 @@ def test_certs_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         certs.make_cluster(out, ["a"], days=0)
     with pytest.raises(SystemExit):
         certs.main(["--out", str(out), "--nodes", "a,,b"])
+
+
+def extended_key_usage(path: Path) -> list[x509.ObjectIdentifier]:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    return list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+
+
+def test_client_certificates_are_tls_clients_only(pki: Pki) -> None:
+    assert extended_key_usage(pki.pair("client")[0]) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    # Nodes both accept and dial.
+    assert set(extended_key_usage(pki.pair("a")[0])) == {
+        ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
+    }
+
+
+def test_certs_never_replaces_an_existing_ca(tmp_path: Path) -> None:
+    first, other = tmp_path / "first", tmp_path / "other"
+    certs.make_cluster(first, ["a"], clients=[])
+    certs.make_cluster(other, ["a"], clients=[])
+    ca_pem, ca_key = (first / "ca.pem").read_bytes(), (first / "ca-key.pem").read_bytes()
+
+    # The key kept offline, as the docs say: refused, ca.pem untouched, nothing issued.
+    only_cert = tmp_path / "only-cert"
+    only_cert.mkdir()
+    (only_cert / "ca.pem").write_bytes(ca_pem)
+    with pytest.raises(certs.CertError, match=r"ca-key\.pem does not"):
+        certs.make_cluster(only_cert, ["b"], clients=[])
+    assert (only_cert / "ca.pem").read_bytes() == ca_pem
+    assert not (only_cert / "ca-key.pem").exists() and not (only_cert / "b.pem").exists()
+    with pytest.raises(SystemExit) as e:
+        certs.main(["--out", str(only_cert), "--nodes", "b"])
+    assert e.value.code == 2
+    assert (only_cert / "ca.pem").read_bytes() == ca_pem
+
+    # The key without its certificate: refused, the key untouched.
+    only_key = tmp_path / "only-key"
+    only_key.mkdir()
+    (only_key / "ca-key.pem").write_bytes(ca_key)
+    with pytest.raises(certs.CertError, match=r"ca\.pem does not"):
+        certs.make_cluster(only_key, ["b"], clients=[])
+    assert (only_key / "ca-key.pem").read_bytes() == ca_key
+    assert not (only_key / "ca.pem").exists()
+
+    # Both, but the key is another CA's: refused, both untouched.
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "ca.pem").write_bytes(ca_pem)
+    (mixed / "ca-key.pem").write_bytes((other / "ca-key.pem").read_bytes())
+    with pytest.raises(certs.CertError, match="not the key"):
+        certs.make_cluster(mixed, ["b"], clients=[])
+    assert (mixed / "ca.pem").read_bytes() == ca_pem
+    assert not (mixed / "b.pem").exists()
+
+    # The matching pair still issues (the normal case).
+    certs.make_cluster(first, ["b"], clients=[])
+    assert (first / "ca.pem").read_bytes() == ca_pem
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    x509.load_pem_x509_certificate((first / "b.pem").read_bytes()).verify_directly_issued_by(ca)
+
+
+def key_matches(cert_path: Path, key_path: Path) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
+
+
+def test_key_files_are_replaced_never_written_through(tmp_path: Path) -> None:
+    out, outside = tmp_path / "certs", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    # A readable key file left from before, with a second (hard) link to it,
+    # as someone else could hold in a shared directory.
+    (out / "a-key.pem").write_bytes(b"old key")
+    (out / "a-key.pem").chmod(0o644)
+    os.link(out / "a-key.pem", outside / "a-link")
+    # A symlink at a key path, to an existing file and to a missing one.
+    (outside / "target").write_bytes(b"target")
+    (outside / "target").chmod(0o644)
+    (out / "b-key.pem").symlink_to(outside / "target")
+    (out / "client-key.pem").symlink_to(outside / "missing")
+
+    certs.make_cluster(out, ["a", "b"], clients=["client"])
+
+    for stem in ("ca", "a", "b", "client"):
+        key_path = out / f"{stem}-key.pem"
+        assert not key_path.is_symlink(), stem
+        assert key_path.stat().st_mode & 0o777 == 0o600, stem
+        assert key_matches(out / f"{stem}.pem", key_path), stem
+    # Replaced, not written into: the other link still has the old bytes, and
+    # the symlinks' targets are as they were (the missing one still missing).
+    assert (outside / "a-link").read_bytes() == b"old key"
+    assert (outside / "target").read_bytes() == b"target"
+    assert (outside / "target").stat().st_mode & 0o777 == 0o644
+    assert not (outside / "missing").exists()
+    # No temporary files left behind.
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
 
 
 def test_identity_mismatch_is_a_wire_error() -> None:
