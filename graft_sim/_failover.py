@@ -208,35 +208,31 @@ class _Trial:
             return  # keep the short logs short until the crash
         self.push(self.now + self.uniform_us(self.setup.one_way_ms), _DELIVER, dst, m)
 
-    def pop(self) -> bool:
-        """Handle the next queue entry; False when the queue is empty."""
-        if not self.queue:
-            return False
+    def pop(self) -> None:
+        """Handle the next queue entry (the queue is not empty)."""
         at, _, kind, nid, payload = heapq.heappop(self.queue)
         self.now = max(self.now, at)
         if kind == _BOOT:
             self.dead.discard(nid)
             self.states[nid] = start(self.configs[nid], self.now, self.durable[nid])
             self.arm(nid)
-            return True
+            return
         if nid in self.dead:
-            return True
+            return
         if kind == _TIMER:
             if self.timer_at.get(nid) != payload:
-                return True  # superseded
+                return  # superseded
             del self.timer_at[nid]
             self.run_step(nid, Tick(self.now))
         elif kind == _DISK:
             self.run_step(nid, PersistCompleted(payload, now=self.now))  # type: ignore[arg-type]
         else:
             self.deliver(nid, payload)
-        return True
 
     def deliver(self, nid: str, m: object) -> None:
         if (
             self.crashed is not None
             and isinstance(m, Heartbeat | AppendRequest)
-            and m.src != self.crashed
             and m.src == self.new_leader
         ):
             self.heard.add(nid)

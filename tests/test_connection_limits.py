@@ -21,33 +21,17 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from trio_helpers import append_when_ready, wait_until
 
-from graft_core import Role
 from graft_trio import Node, Options
 from graft_trio._network import Address, Listener, MemoryNetwork, Network, TcpNetwork
 from graft_trio._node import StartupError
 from graft_trio.testing import free_ports
 
-#: A guard against a hung test, never a measure of speed.
-HANG = 30
-
-
-async def wait_until(condition: object) -> None:
-    with trio.fail_after(HANG):
-        while not condition():  # type: ignore[operator]
-            await trio.sleep(0.01)
-
 
 async def commit_through_leader(nodes: list[Node], data: bytes) -> int:
-    with trio.fail_after(HANG):
-        while True:
-            leader = next((n for n in nodes if n.status().role is Role.LEADER), None)
-            if leader is not None:
-                try:
-                    return (await leader.append(data, timeout=2)).index
-                except Exception as e:  # not committed yet (a new leader, a timeout)
-                    assert type(e).__name__ in ("NoLeader", "CommitTimeout", "Rejected"), repr(e)
-            await trio.sleep(0.05)
+    """Append at the first node (a follower forwards to the leader); its index."""
+    return (await append_when_ready(nodes[0], data)).index
 
 
 async def test_a_connection_flood_is_capped_and_the_cluster_commits(tmp_path: Path) -> None:

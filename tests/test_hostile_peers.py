@@ -53,6 +53,8 @@ from graft_trio import Node, Options, StartupError
 from graft_trio._wire import encode_batch, encode_hello
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+from trio_helpers import HANG, until_closed, wait_until
+
 from graft_trio.testing import free_ports
 
 HANDSHAKE_TIMEOUT = 1.5
@@ -63,8 +65,6 @@ OPTIONS = Options(
     handshake_timeout=HANDSHAKE_TIMEOUT,
     frame_timeout=FRAME_TIMEOUT,
 )
-#: A guard against a hung test, never a measure of speed.
-HANG = 30
 HOSTILE_TERM = 10**6
 
 
@@ -97,21 +97,6 @@ async def wait_for_leader(nodes: dict[str, Node]) -> Node:
                     await leader.append(b"warm-up")  # the leader's first entry is committed
                     return leader
             await trio.sleep(0.01)
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    with trio.fail_after(HANG):
-        while not condition():
-            await trio.sleep(0.01)
-
-
-async def until_closed(stream: trio.SocketStream) -> None:
-    """Read (and discard) until the node closes the connection."""
-    try:
-        while await stream.receive_some(65536):
-            pass
-    except trio.BrokenResourceError:
-        pass  # a reset is a close too
 
 
 async def drip(stream: trio.SocketStream, data: bytes, interval: float) -> None:

@@ -33,7 +33,7 @@ import logging
 import os
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -61,6 +61,8 @@ from graft_trio._tls import client_uri, identities, node_uri
 from graft_trio._wire import encode_batch, encode_hello
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+from trio_helpers import HANG, append_when_ready, until_closed, wait_until
+
 from graft_trio.testing import free_ports
 
 #: Shorter than the node's HELLO deadline, so a stalled TLS handshake is
@@ -68,7 +70,6 @@ from graft_trio.testing import free_ports
 TLS_TIMEOUT = 1.0
 OPTIONS = Options(heartbeat_interval=0.05, election_timeout=1.0, handshake_timeout=3.0)
 #: A guard against a hung test, never a measure of speed.
-HANG = 30
 HOSTILE_TERM = 10**6
 
 
@@ -151,12 +152,6 @@ async def cluster(
         nursery.cancel_scope.cancel()
 
 
-async def wait_until(condition: Callable[[], bool]) -> None:
-    with trio.fail_after(HANG):
-        while not condition():
-            await trio.sleep(0.01)
-
-
 async def wait_for_leader(nodes: dict[str, Node]) -> Node:
     with trio.fail_after(HANG):
         while True:
@@ -167,15 +162,6 @@ async def wait_for_leader(nodes: dict[str, Node]) -> Node:
                 if leader_id in nodes and nodes[leader_id].status().role is Role.LEADER:
                     return nodes[leader_id]
             await trio.sleep(0.01)
-
-
-async def until_closed(stream: trio.abc.Stream) -> None:
-    """Read (and discard) until the other side closes the connection."""
-    try:
-        while await stream.receive_some(65536):
-            pass
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass  # a reset, or a TLS alert, is a close too
 
 
 def hostile_hello(src: str, dst: str) -> bytes:
@@ -258,14 +244,7 @@ async def test_only_the_valid_peer_joins(
         a = Node("a", addrs["a"], {"b": addrs["b"], "c": addrs["c"]}, tmp_path / "a",
                  options=OPTIONS, tls=pki.node("a"))
         await nursery.start(a.run)
-        with trio.fail_after(HANG):
-            while True:
-                try:
-                    result = await a.append(b"through a", timeout=2)
-                    break
-                except Exception as e:  # not committed yet while a connects
-                    assert type(e).__name__ in ("NoLeader", "CommitTimeout", "Rejected"), repr(e)
-                    await trio.sleep(0.05)
+        result = await append_when_ready(a, b"through a")  # a may still be connecting
         await wait_until(lambda: all(n.status().applied_index >= result.index for n in (a, b, c)))
         logs = [[e.data for e in n.committed()][: result.index] for n in (a, b, c)]
         assert logs[0] == logs[1] == logs[2]
