@@ -127,7 +127,7 @@ async def test_a_refused_dialer_backs_off(
         await nursery.start(a.run)
         await trio.sleep(10)
         # 0.05, 0.1, 0.2, ... 1.6, then 2 s apart: about ten dials in ten
-        # seconds -- not the 200 a reset-on-connect backoff made.
+        # seconds -- not one every reconnect_min, as when the backoff reset on connect.
         assert 5 <= attempts <= 15, attempts
         # Each refusal is counted: a clean close before the HELLO as malformed,
         # a reset as closed_before_hello.
